@@ -1,0 +1,139 @@
+//! Where bytes live: a flat key/value namespace.
+//!
+//! The trait is deliberately small (restic's `Backend`, rustic_core's
+//! `ReadBackend`/`WriteBackend`): list, read, ranged read, write, delete, keyed
+//! by [`FileType`]. Providers live in submodules and are chosen by URL in
+//! [`open_url`], the one place that knows every scheme. Cross-cutting concerns
+//! (fault injection for tests today; rate limiting later) are decorators around
+//! any backend, never inside a provider.
+//!
+//! # Contract every provider keeps
+//! - `write` is atomic and durable: once it returns, the object is complete and
+//!   survives a crash; a reader never sees a partial object. Objects are never
+//!   overwritten with different content (names are content hashes or random).
+//! - `read` returns the whole object or fails; read-after-write is consistent
+//!   for the same process.
+//! - `delete` of a missing object succeeds (idempotent).
+//! - A missing object is reported as [`ErrorKind::NotFound`].
+
+pub mod fault;
+pub mod opendal;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The kinds of object in a repository; each maps to a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// The single `config` object.
+    Config,
+    /// `keys/`.
+    Key,
+    /// `data/<2 hex>/`: packs.
+    Pack,
+    /// `index/`.
+    Index,
+    /// `snapshots/`.
+    Snapshot,
+    /// `locks/`.
+    Lock,
+}
+
+impl FileType {
+    /// The directory of this type.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Config => "",
+            Self::Key => "keys/",
+            Self::Pack => "data/",
+            Self::Index => "index/",
+            Self::Snapshot => "snapshots/",
+            Self::Lock => "locks/",
+        }
+    }
+
+    /// Object path of `name` (packs are fanned out by their first two hex digits).
+    pub fn path(self, name: &str) -> String {
+        match self {
+            Self::Config => "config".to_string(),
+            Self::Pack => format!("data/{}/{name}", &name[..2.min(name.len())]),
+            _ => format!("{}{name}", self.dir()),
+        }
+    }
+
+    /// Human name, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Key => "key",
+            Self::Pack => "pack",
+            Self::Index => "index file",
+            Self::Snapshot => "snapshot",
+            Self::Lock => "lock",
+        }
+    }
+}
+
+/// A storage backend. See the module documentation for the contract.
+pub trait Backend: Send + Sync {
+    /// The location as the user gave it (no credentials).
+    fn location(&self) -> &str;
+    /// Names and sizes of every object of `kind`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
+    /// The whole object.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when missing; backend failures.
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
+    /// `length` bytes at `offset`.
+    ///
+    /// # Errors
+    /// As [`Backend::read`]; a short object is an error.
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    /// Stores an object atomically and durably.
+    ///
+    /// # Errors
+    /// Backend failures (full disk, permissions, network).
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// Removes an object; missing is fine.
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn delete(&self, kind: FileType, name: &str) -> Result<()>;
+    /// Prepares an empty repository location (directories for local storage).
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn create(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether an object exists.
+    ///
+    /// # Errors
+    /// Backend failures other than not-found.
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
+        match self.read(kind, name) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Opens the backend for a repository location.
+///
+/// Accepted forms: a path or `file://PATH` (local), `s3://BUCKET[/PREFIX]`
+/// (endpoint and credentials from `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`), `sftp://[USER@]HOST[:PORT]/PATH`,
+/// and `memory://` (tests).
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for an unknown scheme or malformed URL.
+pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
+    if url.is_empty() {
+        return Err(Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO"));
+    }
+    Ok(Box::new(opendal::OpendalBackend::from_url(url)?))
+}

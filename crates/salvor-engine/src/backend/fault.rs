@@ -1,0 +1,68 @@
+//! A fault-injecting decorator for tests (kopia's `FaultyStorage`, restic's
+//! `errorBackend`): fails writes after a budget, or flips bits on reads.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::{Backend, FileType};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Wraps a backend and injects failures.
+pub struct FaultyBackend<B> {
+    inner: B,
+    /// Writes allowed before every further write fails; negative = unlimited.
+    writes_left: AtomicI64,
+    /// When non-zero, flip this bit index (mod length) in every pack read.
+    flip_bit: AtomicU64,
+}
+
+impl<B: Backend> FaultyBackend<B> {
+    /// A transparent wrapper.
+    pub fn new(inner: B) -> Self {
+        Self { inner, writes_left: AtomicI64::new(-1), flip_bit: AtomicU64::new(0) }
+    }
+    /// Lets `n` more writes succeed, then fails every write like a full disk.
+    pub fn fail_writes_after(&self, n: i64) {
+        self.writes_left.store(n, Ordering::SeqCst);
+    }
+    /// Flips bit `bit` (modulo the read length) of every pack read; 0 disables.
+    pub fn flip_pack_bit(&self, bit: u64) {
+        self.flip_bit.store(bit, Ordering::SeqCst);
+    }
+    fn corrupt(&self, kind: FileType, mut data: Vec<u8>) -> Vec<u8> {
+        let bit = self.flip_bit.load(Ordering::SeqCst);
+        if kind == FileType::Pack && bit != 0 && !data.is_empty() {
+            let i = (bit as usize / 8) % data.len();
+            data[i] ^= 1 << (bit % 8);
+        }
+        data
+    }
+}
+
+impl<B: Backend> Backend for FaultyBackend<B> {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        self.inner.read(kind, name).map(|d| self.corrupt(kind, d))
+    }
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, length).map(|d| self.corrupt(kind, d))
+    }
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        if self.writes_left.load(Ordering::SeqCst) == 0 {
+            return Err(Error::new(ErrorKind::Backend, format!("cannot write {}", kind.path(name)))
+                .source(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        let _ = self.writes_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1));
+        self.inner.write(kind, name, data)
+    }
+    fn delete(&self, kind: FileType, name: &str) -> Result<()> {
+        self.inner.delete(kind, name)
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+}

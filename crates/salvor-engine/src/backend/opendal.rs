@@ -1,0 +1,199 @@
+//! The OpenDAL provider: one code path for local disk, S3-compatible storage and SFTP.
+//!
+//! OpenDAL is async; the engine is built on threads (its hot path is CPU work), so
+//! each backend owns a small tokio runtime and uses OpenDAL's blocking operator.
+//! For local disk OpenDAL already writes to a temporary file, fsyncs it and
+//! renames it into place (`atomic_write_dir`); it does not fsync the directory,
+//! so this provider adds that, completing the durability contract.
+
+use std::path::{Path, PathBuf};
+
+use opendal::{ErrorKind as OdKind, Operator, blocking, layers::RetryLayer, options, services};
+
+use super::{Backend, FileType};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A backend reached through OpenDAL.
+pub struct OpendalBackend {
+    location: String,
+    op: blocking::Operator,
+    /// Root directory for local repositories: directory fsyncs and `create`.
+    local_root: Option<PathBuf>,
+    // Keeps the runtime alive as long as the operator; dropped last.
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn od_err(what: String, e: opendal::Error) -> Error {
+    let kind = match e.kind() {
+        OdKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Backend,
+    };
+    let mut err = Error::new(kind, what).source(e);
+    if err.is_no_space() {
+        err = err.hint("the repository's disk is full: free space there, then run the command again");
+    } else if kind == ErrorKind::Backend {
+        err = err.hint("check that the repository location is reachable and writable");
+    }
+    err
+}
+
+impl OpendalBackend {
+    /// Builds the operator for `url` (see [`super::open_url`]).
+    ///
+    /// # Errors
+    /// Unknown scheme or invalid parameters.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("salvor-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, "cannot start the I/O runtime").source(e))?;
+        let _guard = runtime.enter();
+        let mut local_root = None;
+        let op = if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut b = services::S3::default().bucket(bucket).root(&format!("/{prefix}"));
+            if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
+                b = b.endpoint(&ep);
+            }
+            b = b.region(&std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()));
+            Operator::new(b).map_err(|e| od_err(format!("invalid s3 location {url}"), e))?
+        } else if let Some(rest) = url.strip_prefix("sftp://") {
+            let (auth, path) = rest.split_once('/').ok_or_else(|| {
+                Error::invalid(format!("invalid sftp location {url}")).hint("use sftp://[USER@]HOST[:PORT]/PATH")
+            })?;
+            let (user, host) = auth.split_once('@').map_or((None, auth), |(u, h)| (Some(u), h));
+            let mut b = services::Sftp::default().endpoint(host).root(&format!("/{path}"));
+            if let Some(u) = user {
+                b = b.user(u);
+            }
+            if let Ok(k) = std::env::var("SALVOR_SFTP_KEY") {
+                b = b.key(&k);
+            }
+            Operator::new(b).map_err(|e| od_err(format!("invalid sftp location {url}"), e))?
+        } else if url.starts_with("memory://") {
+            Operator::new(services::Memory::default()).map_err(|e| od_err("memory backend".into(), e))?
+        } else {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            if path.contains("://") {
+                return Err(Error::invalid(format!("unknown repository scheme in {url}"))
+                    .hint("use a local path, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH"));
+            }
+            let root = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+            let tmp = root.join("tmp");
+            let b = services::Fs::default()
+                .root(&root.to_string_lossy())
+                .atomic_write_dir(&tmp.to_string_lossy());
+            local_root = Some(root);
+            Operator::new(b).map_err(|e| od_err(format!("invalid local location {url}"), e))?
+        };
+        let op = op.layer(RetryLayer::new().with_max_times(4).with_jitter());
+        let op = blocking::Operator::new(op).map_err(|e| od_err("cannot create the backend".into(), e))?;
+        drop(_guard);
+        Ok(Self { location: url.to_string(), op, local_root, _runtime: runtime })
+    }
+
+    fn sync_dir(dir: &Path) -> Result<()> {
+        let f = std::fs::File::open(dir).map_err(|e| Error::io("cannot open directory", dir, e))?;
+        f.sync_all().map_err(|e| Error::io("cannot fsync directory", dir, e))
+    }
+}
+
+impl Backend for OpendalBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+        let dir = kind.dir();
+        if dir.is_empty() {
+            return Ok(if self.exists(kind, "config")? { vec![("config".into(), 0)] } else { vec![] });
+        }
+        let opts = options::ListOptions { recursive: true, ..Default::default() };
+        let entries = match self.op.list_options(dir, opts) {
+            Ok(e) => e,
+            Err(e) if e.kind() == OdKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(od_err(format!("cannot list {dir}"), e)),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.metadata().is_dir() {
+                continue;
+            }
+            let name = e.name().to_string();
+            if name.is_empty() || name.starts_with('.') {
+                continue;
+            }
+            let mut size = e.metadata().content_length();
+            if size == 0 {
+                size = self.op.stat(e.path()).map(|m| m.content_length()).unwrap_or(0);
+            }
+            out.push((name, size));
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = kind.path(name);
+        self.op.read(&path).map(|b| b.to_vec()).map_err(|e| od_err(format!("cannot read {path}"), e))
+    }
+
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let path = kind.path(name);
+        let opts = options::ReadOptions { range: (offset..offset + length).into(), ..Default::default() };
+        let buf = self.op.read_options(&path, opts).map_err(|e| od_err(format!("cannot read {path}"), e))?;
+        if buf.len() as u64 != length {
+            return Err(Error::corrupt(format!(
+                "{path} is truncated: wanted {length} bytes at offset {offset}, got {}",
+                buf.len()
+            )));
+        }
+        Ok(buf.to_vec())
+    }
+
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        let path = kind.path(name);
+        self.op.write(&path, data.to_vec()).map_err(|e| od_err(format!("cannot write {path}"), e))?;
+        if let Some(root) = &self.local_root {
+            let full = root.join(&path);
+            if let Some(parent) = full.parent() {
+                Self::sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, kind: FileType, name: &str) -> Result<()> {
+        let path = kind.path(name);
+        self.op.delete(&path).map_err(|e| od_err(format!("cannot delete {path}"), e))
+    }
+
+    fn create(&self) -> Result<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let mk = |p: PathBuf| std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create directory", &p, e));
+        for d in ["keys", "index", "snapshots", "locks", "tmp"] {
+            mk(root.join(d))?;
+        }
+        // Fan-out directories exist up front, so a pack write never creates a
+        // directory whose own entry would need another fsync.
+        for i in 0..=255u8 {
+            let d = root.join("data").join(format!("{i:02x}"));
+            mk(d.clone())?;
+            Self::sync_dir(&d)?;
+        }
+        for d in ["keys", "index", "snapshots", "locks", "tmp", "data"] {
+            Self::sync_dir(&root.join(d))?;
+        }
+        Self::sync_dir(root)?;
+        if let Some(parent) = root.parent() {
+            Self::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
+        let path = kind.path(name);
+        self.op.exists(&path).map_err(|e| od_err(format!("cannot check {path}"), e))
+    }
+}

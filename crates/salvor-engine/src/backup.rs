@@ -1,0 +1,254 @@
+//! The backup data path.
+//!
+//! ```text
+//! walker ──jobs──▶ readers (N threads): read → chunk → hash → dedup ──▶ Packer
+//!    │                                                                  (compress ∥ on rayon,
+//!    └──events (in walk order)──▶ tree builder ──trees──▶ Packer         encrypt, pack) ──▶ Uploader
+//! ```
+//!
+//! The walker emits one event per entry, in depth-first order, and queues a
+//! read job for each changed file *before* emitting its event; the builder
+//! waits for each file's result in order and assembles trees bottom-up. Every
+//! queue is bounded, so memory stays flat whatever the input size. Files whose
+//! size, mtime, ctime and inode match the parent snapshot are not read again.
+//! Write order (packs, index, then snapshot) is the [`crate::pack`] contract.
+
+mod builder;
+mod reader;
+mod walker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{BackupSummary, Snapshot};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::{BlobId, SnapshotId};
+use crate::index::{Index, IdSet};
+use crate::pack::{Packer, Uploader};
+use crate::repo::{BlobReader, Repository};
+
+pub use walker::ExcludeSet;
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    /// Files processed (read or reused).
+    pub files: AtomicU64,
+    /// Bytes processed (read or reused).
+    pub bytes: AtomicU64,
+    /// Total bytes expected, when a scan has measured it (0 = unknown).
+    pub total_bytes: AtomicU64,
+}
+
+/// What to back up and how to label it.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Files and directories (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns to skip; a pattern without `/` matches a name anywhere.
+    pub excludes: Vec<String>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    pub host: Option<String>,
+    /// Parent snapshot: `None` picks the latest with the same host and paths.
+    pub parent: Option<SnapshotId>,
+    /// Read every file even if unchanged.
+    pub force: bool,
+    /// Job name to record.
+    pub job: Option<String>,
+    /// Reader threads (0 = automatic).
+    pub read_threads: usize,
+}
+
+/// Options for a stream backup (stdin, dumps).
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// File name of the stream inside the snapshot.
+    pub name: String,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record.
+    pub host: Option<String>,
+    /// Job name to record.
+    pub job: Option<String>,
+}
+
+/// Shared state of one backup run.
+pub(crate) struct Session {
+    pub repo: Repository,
+    pub index: Arc<Index>,
+    pub in_flight: Mutex<IdSet<BlobId>>,
+    pub data: Arc<Packer>,
+    pub trees: Arc<Packer>,
+    pub progress: Arc<BackupProgress>,
+    pub bytes_read: AtomicU64,
+    pub warnings: Mutex<Vec<String>>,
+}
+
+impl Session {
+    /// Stores `data` as a blob of `kind` unless already present; returns its id.
+    pub fn store(&self, kind: BlobKind, data: &[u8]) -> BlobId {
+        let id = self.repo.key().blob_id(data);
+        if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
+            let p = if kind == BlobKind::Tree { &self.trees } else { &self.data };
+            p.add(kind, id, data);
+        }
+        id
+    }
+
+    pub fn warn(&self, w: String) {
+        tracing::warn!("{w}");
+        self.warnings.lock().unwrap().push(w);
+    }
+
+    /// Chunks and stores a whole reader; returns (content ids, bytes).
+    pub fn store_stream(&self, reader: impl std::io::Read, chunker: &Chunker, buf: Vec<u8>) -> std::io::Result<(Vec<BlobId>, u64, Vec<u8>)> {
+        let mut cr = crate::chunker::ChunkReader::new(reader, chunker, buf);
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        while let Some(chunk) = cr.next_chunk()? {
+            size += chunk.len() as u64;
+            self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            ids.push(self.store(BlobKind::Data, chunk));
+        }
+        self.bytes_read.fetch_add(size, Ordering::Relaxed);
+        Ok((ids, size, cr.into_buffer()))
+    }
+}
+
+struct Run {
+    session: Arc<Session>,
+    uploader: Uploader,
+    start: Instant,
+    time: jiff::Timestamp,
+}
+
+impl Run {
+    fn new(repo: &Repository, index: Arc<Index>, progress: Arc<BackupProgress>) -> Self {
+        let uploader = Uploader::new(repo, 2);
+        let session = Arc::new(Session {
+            repo: repo.clone(),
+            index,
+            in_flight: Mutex::new(IdSet::default()),
+            data: Packer::new(repo, &uploader),
+            trees: Packer::new(repo, &uploader),
+            progress,
+            bytes_read: AtomicU64::new(0),
+            warnings: Mutex::new(Vec::new()),
+        });
+        Self { session, uploader, start: Instant::now(), time: jiff::Timestamp::now() }
+    }
+
+    /// Flushes packs, then index, then writes the snapshot: the commit point.
+    fn commit(self, mut snap: Snapshot, mut summary: BackupSummary) -> Result<(SnapshotId, Snapshot)> {
+        let data = self.session.data.finish()?;
+        let trees = self.session.trees.finish()?;
+        self.uploader.finish()?;
+        summary.data_blobs_added = data.blobs;
+        summary.tree_blobs_added = trees.blobs;
+        summary.bytes_added = data.bytes + trees.bytes;
+        summary.bytes_stored = data.stored + trees.stored;
+        summary.bytes_read = self.session.bytes_read.load(Ordering::Relaxed);
+        summary.warnings = std::mem::take(&mut *self.session.warnings.lock().unwrap());
+        summary.duration_secs = self.start.elapsed().as_secs_f64();
+        snap.partial = !summary.warnings.is_empty();
+        snap.summary = summary;
+        let id = self.session.repo.write_snapshot(&snap)?;
+        Ok((id, snap))
+    }
+
+    fn snapshot(&self, tree: BlobId, paths: Vec<String>, tags: &[String], host: Option<&String>, job: Option<&String>) -> Snapshot {
+        Snapshot {
+            time: self.time,
+            hostname: host.cloned().unwrap_or_else(crate::repo::keys::hostname),
+            username: crate::repo::keys::username(),
+            paths,
+            tags: tags.to_vec(),
+            tree,
+            parent: None,
+            job: job.cloned(),
+            manifests: Default::default(),
+            partial: false,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: BackupSummary::default(),
+        }
+    }
+}
+
+/// Backs up files and directories; returns the new snapshot.
+///
+/// # Errors
+/// Fatal errors only (backend, repository, no readable path). Unreadable
+/// files are warnings recorded in the summary; the snapshot is then `partial`.
+pub fn backup_paths(repo: &Repository, opts: &BackupOptions, progress: Arc<BackupProgress>) -> Result<(SnapshotId, Snapshot)> {
+    if opts.paths.is_empty() {
+        return Err(Error::invalid("nothing to back up").hint("name at least one path, or use --stdin"));
+    }
+    let excludes = ExcludeSet::new(&opts.excludes)?;
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?;
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::io("cannot back up", &abs, e))?;
+        paths.push(abs);
+    }
+    paths.sort();
+    paths.dedup();
+    let _lock = repo.lock(false, "backup")?;
+    let index = Arc::new(repo.load_index()?);
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let host = opts.host.clone().unwrap_or_else(crate::repo::keys::hostname);
+    let parent = find_parent(repo, opts, &host, &path_strings)?;
+    let reader = Arc::new(BlobReader::new(repo, index.clone()));
+    let parent_tree = match &parent {
+        Some((_, s)) if !opts.force => Some(reader.read_tree(&s.tree)?),
+        _ => None,
+    };
+    let run = Run::new(repo, index, progress);
+    let chunker = Chunker::new(repo.config().file_chunker, repo.key().chunker_seed());
+    let threads = if opts.read_threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get().max(2)) } else { opts.read_threads };
+    let (root, summary) = builder::build(&run.session, &reader, &chunker, &paths, &excludes, parent_tree, threads)?;
+    let mut snap = run.snapshot(root, path_strings, &opts.tags, Some(&host), opts.job.as_ref());
+    snap.parent = parent.map(|(id, _)| id);
+    run.commit(snap, summary)
+}
+
+fn find_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    if let Some(id) = &opts.parent {
+        return Ok(Some((*id, repo.read_snapshot(id)?)));
+    }
+    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths))
+}
+
+/// Backs up one stream (stdin, a dump) as a file named `opts.name`.
+///
+/// # Errors
+/// Read errors of the stream are fatal: a half-read dump must not look complete.
+pub fn backup_stream(repo: &Repository, reader: impl std::io::Read, opts: &StreamOptions, progress: Arc<BackupProgress>) -> Result<(SnapshotId, Snapshot)> {
+    if opts.name.is_empty() || opts.name.contains('/') {
+        return Err(Error::invalid(format!("invalid stream name {:?}", opts.name)).hint("use a plain file name, e.g. --stdin-name db.sql"));
+    }
+    let _lock = repo.lock(false, "backup --stdin")?;
+    let index = Arc::new(repo.load_index()?);
+    let run = Run::new(repo, index, progress);
+    let chunker = Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed());
+    let (content, size, _) = run
+        .session
+        .store_stream(reader, &chunker, Vec::new())
+        .map_err(|e| Error::io("cannot read stream", &opts.name, e))?;
+    let mut node = Node::new(opts.name.as_bytes().to_vec(), NodeKind::File);
+    node.mode = 0o600;
+    node.size = size;
+    node.mtime_ns = run.time.as_nanosecond() as i64;
+    node.content = content;
+    let tree = Tree { nodes: vec![node] };
+    let root = run.session.store(BlobKind::Tree, &crate::format::to_bytes(&tree));
+    let summary = BackupSummary { files_new: 1, total_bytes: size, ..Default::default() };
+    let snap = run.snapshot(root, vec![opts.name.clone()], &opts.tags, opts.host.as_ref(), opts.job.as_ref());
+    run.commit(snap, summary)
+}

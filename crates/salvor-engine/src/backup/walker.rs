@@ -1,0 +1,239 @@
+//! Walks the selected paths depth-first, deciding per file whether it must be
+//! read (new or changed) or can reuse the parent snapshot's content.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::Session;
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::BlobId;
+use crate::repo::BlobReader;
+
+/// Compiled exclude patterns.
+pub struct ExcludeSet {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+impl ExcludeSet {
+    /// Compiles patterns: with a `/` a pattern matches the absolute path, without
+    /// one it matches an entry's name at any depth (like restic and .gitignore).
+    ///
+    /// # Errors
+    /// An invalid glob, named.
+    pub fn new(patterns: &[String]) -> Result<Self> {
+        let (mut by_name, mut by_path) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let g = Glob::new(p).map_err(|e| Error::invalid(format!("invalid exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') { by_path.add(g) } else { by_name.add(g) };
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::invalid(format!("invalid exclude patterns: {e}")));
+        Ok(Self { by_name: build(by_name)?, by_path: build(by_path)? })
+    }
+
+    /// Whether `path` (with final component `name`) is excluded.
+    pub fn is_excluded(&self, path: &Path, name: &OsStr) -> bool {
+        self.by_name.is_match(name) || self.by_path.is_match(path)
+    }
+}
+
+/// A file that a reader thread must read.
+pub(super) struct Job {
+    pub path: PathBuf,
+    pub node: Node,
+    pub reply: Sender<FileResult>,
+}
+
+/// What a reader thread found.
+pub(super) struct FileResult {
+    pub content: Vec<BlobId>,
+    pub size: u64,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+}
+
+/// One step of the walk, consumed in order by the tree builder.
+pub(super) enum Event {
+    Enter(Node),
+    Leave,
+    Entry(Node),
+    File { node: Node, result: Receiver<FileResult>, is_new: bool },
+}
+
+/// Builds a tree node from `lstat` metadata.
+pub fn node_from_metadata(name: &[u8], m: &std::fs::Metadata) -> Node {
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice
+    } else if ft.is_char_device() {
+        NodeKind::CharDevice
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    };
+    let mut n = Node::new(name.to_vec(), kind);
+    n.mode = m.mode() & 0o7777;
+    n.uid = m.uid();
+    n.gid = m.gid();
+    n.size = if kind == NodeKind::File { m.size() } else { 0 };
+    n.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    n.ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+    n.inode = m.ino();
+    n.device = m.dev();
+    n.links = m.nlink();
+    n.rdev = m.rdev();
+    n
+}
+
+/// Counts kept by the walker.
+#[derive(Default)]
+pub(super) struct WalkCounts {
+    pub unchanged: u64,
+    pub dirs: u64,
+    pub unchanged_bytes: u64,
+}
+
+pub(super) struct Walker<'a> {
+    pub session: &'a Session,
+    pub reader: &'a BlobReader,
+    pub excludes: &'a ExcludeSet,
+    pub jobs: Sender<Job>,
+    pub events: Sender<Event>,
+    pub counts: WalkCounts,
+}
+
+impl Walker<'_> {
+    fn emit(&self, ev: Event) {
+        // The builder only stops early on a fatal error, which it reports itself.
+        let _ = self.events.send(ev);
+    }
+
+    fn subtree(&self, node: Option<&Node>) -> Option<Tree> {
+        let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        match self.reader.read_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.session.warn(format!("parent tree {id} unreadable, reading everything again: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Walks the selected absolute paths below `base`, emitting intermediate
+    /// directories with their real metadata.
+    pub fn walk_selection(&mut self, base: &Path, selected: &[PathBuf], parent: Option<&Tree>) {
+        let mut groups: BTreeMap<OsString, (bool, Vec<PathBuf>)> = BTreeMap::new();
+        for p in selected {
+            let Ok(rel) = p.strip_prefix(base) else { continue };
+            let mut comps = rel.components();
+            let Some(first) = comps.next() else { continue };
+            let g = groups.entry(first.as_os_str().to_owned()).or_default();
+            if comps.next().is_none() {
+                g.0 = true;
+            }
+            g.1.push(p.clone());
+        }
+        for (name, (whole, group)) in groups {
+            let path = base.join(&name);
+            let pnode = parent.and_then(|t| t.find(name.as_bytes()));
+            if whole {
+                self.walk_entry(&path, &name, pnode);
+                continue;
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) => {
+                    self.emit(Event::Enter(node_from_metadata(name.as_bytes(), &m)));
+                    let sub = self.subtree(pnode);
+                    self.walk_selection(&path, &group, sub.as_ref());
+                    self.emit(Event::Leave);
+                }
+                Err(e) => self.session.warn(format!("{}: {e}", path.display())),
+            }
+        }
+    }
+
+    fn walk_entry(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>) {
+        if self.excludes.is_excluded(path, name) {
+            return;
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return self.session.warn(format!("{}: {e}", path.display())),
+        };
+        let mut node = node_from_metadata(name.as_bytes(), &meta);
+        match node.kind {
+            NodeKind::Dir => self.walk_dir(path, node, parent),
+            NodeKind::File => self.walk_file(path, node, parent),
+            NodeKind::Symlink => {
+                match std::fs::read_link(path) {
+                    Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
+                    Err(e) => return self.session.warn(format!("{}: {e}", path.display())),
+                }
+                self.emit(Event::Entry(node));
+            }
+            _ => self.emit(Event::Entry(node)),
+        }
+    }
+
+    fn walk_dir(&mut self, path: &Path, node: Node, parent: Option<&Node>) {
+        self.counts.dirs += 1;
+        self.emit(Event::Enter(node));
+        let sub = self.subtree(parent);
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                let mut names: Vec<OsString> = Vec::new();
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => self.session.warn(format!("{}: {e}", path.display())),
+                    }
+                }
+                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                for n in names {
+                    let pn = sub.as_ref().and_then(|t| t.find(n.as_bytes()));
+                    self.walk_entry(&path.join(&n), &n, pn);
+                }
+            }
+            Err(e) => self.session.warn(format!("{}: {e}", path.display())),
+        }
+        self.emit(Event::Leave);
+    }
+
+    fn walk_file(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) {
+        if let Some(p) = parent.filter(|p| {
+            p.kind == NodeKind::File
+                && p.size == node.size
+                && p.mtime_ns == node.mtime_ns
+                && p.ctime_ns == node.ctime_ns
+                && p.inode == node.inode
+                && p.content.iter().all(|id| self.session.index.contains(id))
+        }) {
+            node.content.clone_from(&p.content);
+            self.counts.unchanged += 1;
+            self.counts.unchanged_bytes += node.size;
+            self.session.progress.files.fetch_add(1, Ordering::Relaxed);
+            self.session.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+            return self.emit(Event::Entry(node));
+        }
+        let (tx, rx) = bounded(1);
+        let is_new = parent.is_none();
+        if self.jobs.send(Job { path: path.to_path_buf(), node: node.clone(), reply: tx }).is_ok() {
+            self.emit(Event::File { node, result: rx, is_new });
+        }
+    }
+}

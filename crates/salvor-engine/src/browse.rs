@@ -1,0 +1,179 @@
+//! Reading snapshots: walking trees, finding a path, dumping a file, and the
+//! logic behind `ls`, `diff` and `stats`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::index::IdSet;
+use crate::repo::BlobReader;
+
+/// Joins a parent path and a name (bytes; paths in snapshots are absolute).
+pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Visits every node below `tree` depth-first in name order. The visitor
+/// returns whether to descend into a directory.
+///
+/// # Errors
+/// Unreadable trees, or the visitor's error.
+pub fn walk(
+    reader: &BlobReader,
+    tree: &BlobId,
+    path: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
+) -> Result<()> {
+    let t = reader.read_tree(tree)?;
+    for node in &t.nodes {
+        let p = join(path, &node.name);
+        if visit(&p, node)? {
+            if let Some(sub) = &node.subtree {
+                walk(reader, sub, &p, visit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds the node at `path` ("/etc/hosts" or "etc/hosts"); `None` for the root.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] naming the path.
+pub fn find(reader: &BlobReader, root: &BlobId, path: &str) -> Result<Option<Node>> {
+    let mut tree = *root;
+    let mut found = None;
+    for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let t = reader.read_tree(&tree)?;
+        let node = t.find(comp.as_bytes()).cloned().ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{path} is not in the snapshot"))
+                .hint("list its contents with `salvor ls SNAPSHOT`")
+        })?;
+        if let Some(s) = node.subtree {
+            tree = s;
+        } else if node.kind == NodeKind::Dir {
+            return Err(Error::corrupt(format!("directory {path} has no tree")));
+        }
+        found = Some(node);
+    }
+    Ok(found)
+}
+
+/// Writes a file's content to `out`, verifying every blob.
+///
+/// # Errors
+/// Not a file, corruption, or write errors.
+pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64> {
+    if node.kind != NodeKind::File {
+        return Err(Error::invalid(format!("{} is not a file", node.name_lossy()))
+            .hint("use `salvor restore --include` for directories"));
+    }
+    let mut n = 0;
+    for id in &node.content {
+        let data = reader.read_blob(id)?;
+        out.write_all(&data).map_err(|e| Error::io("cannot write", "standard output", e))?;
+        n += data.len() as u64;
+    }
+    out.flush().map_err(|e| Error::io("cannot write", "standard output", e))?;
+    Ok(n)
+}
+
+/// Flattens a snapshot into path → node (for `diff`).
+///
+/// # Errors
+/// Unreadable trees.
+pub fn flatten(reader: &BlobReader, root: &BlobId) -> Result<BTreeMap<Vec<u8>, Node>> {
+    let mut out = BTreeMap::new();
+    walk(reader, root, b"", &mut |p, n| {
+        out.insert(p.to_vec(), n.clone());
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// One line of `salvor diff`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiffEntry {
+    /// `+` added, `-` removed, `M` content changed, `U` metadata only, `T` type changed.
+    pub change: char,
+    /// The path.
+    pub path: String,
+}
+
+/// Compares two snapshots' trees.
+///
+/// # Errors
+/// Unreadable trees.
+pub fn diff(reader: &BlobReader, a: &BlobId, b: &BlobId) -> Result<Vec<DiffEntry>> {
+    let (fa, fb) = (flatten(reader, a)?, flatten(reader, b)?);
+    let mut out = Vec::new();
+    let path = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    for (p, na) in &fa {
+        match fb.get(p) {
+            None => out.push(DiffEntry { change: '-', path: path(p) }),
+            Some(nb) if nb.kind != na.kind => out.push(DiffEntry { change: 'T', path: path(p) }),
+            Some(nb) if nb.content != na.content || nb.link_target != na.link_target => {
+                out.push(DiffEntry { change: 'M', path: path(p) });
+            }
+            Some(nb) if nb.kind != NodeKind::Dir && (nb.mode, nb.uid, nb.gid, nb.mtime_ns) != (na.mode, na.uid, na.gid, na.mtime_ns) => {
+                out.push(DiffEntry { change: 'U', path: path(p) });
+            }
+            _ => {}
+        }
+    }
+    for p in fb.keys().filter(|p| !fa.contains_key(*p)) {
+        out.push(DiffEntry { change: '+', path: path(p) });
+    }
+    out.sort_by(|x, y| x.path.cmp(&y.path));
+    Ok(out)
+}
+
+/// Deduplicated size of a set of snapshots (their logical size is the sum
+/// of their summaries' `total_bytes`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SnapshotSizes {
+    /// Distinct blobs referenced.
+    pub unique_blobs: u64,
+    /// Plaintext bytes of distinct blobs.
+    pub unique_bytes: u64,
+}
+
+/// Distinct blobs referenced by the given snapshot roots.
+///
+/// # Errors
+/// Unreadable trees; blobs missing from the index.
+pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
+    let mut s = SnapshotSizes::default();
+    let mut seen: IdSet<BlobId> = IdSet::default();
+    let mut seen_trees: IdSet<BlobId> = IdSet::default();
+    let index = reader.index().clone();
+    let mut count = |id: &BlobId, s: &mut SnapshotSizes| {
+        if seen.insert(*id) {
+            s.unique_blobs += 1;
+            s.unique_bytes += index.get(id).map_or(0, |l| u64::from(l.length));
+        }
+    };
+    for root in roots {
+        count(root, &mut s);
+        walk(reader, root, b"", &mut |_, n| {
+            for id in &n.content {
+                count(id, &mut s);
+            }
+            Ok(match n.subtree {
+                Some(t) => {
+                    count(&t, &mut s);
+                    seen_trees.insert(t)
+                }
+                None => false,
+            })
+        })?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,141 @@
+//! One structured error for the whole engine.
+//!
+//! Every error carries a [`ErrorKind`] (which the CLI maps to an exit code in one
+//! place), a lower-case message naming the offending object, and optionally a
+//! hint telling the user what to do next. Following rustic_core's policy we never
+//! downgrade an error: context is attached, the kind is kept.
+
+use std::fmt;
+
+/// What went wrong, coarse enough to choose an exit code and a retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No repository at the given location.
+    RepositoryNotFound,
+    /// `init` on a location that already holds a repository.
+    RepositoryExists,
+    /// No key file opens with the given passphrase.
+    WrongPassword,
+    /// Another process holds a conflicting lock.
+    Locked,
+    /// Data read back failed authentication, hashing or parsing.
+    Corrupt,
+    /// The storage backend failed (network, permissions, full disk).
+    Backend,
+    /// A local file-system operation failed.
+    Io,
+    /// A flag, argument or configuration value makes no sense.
+    InvalidInput,
+    /// A snapshot, path or key the user named does not exist.
+    NotFound,
+    /// The operation was interrupted by the user.
+    Interrupted,
+}
+
+/// The engine's error type.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Shorthand used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a message naming the offending object.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), hint: None, source: None }
+    }
+
+    /// Adds the sentence that tells the user what to do next.
+    #[must_use]
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Keeps the underlying cause (shown after the message).
+    #[must_use]
+    pub fn source(mut self, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(err));
+        self
+    }
+
+    /// An I/O failure on `path` while doing `what`.
+    pub fn io(what: &str, path: impl AsRef<std::path::Path>, err: std::io::Error) -> Self {
+        let kind = if err.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };
+        let mut e = Self::new(kind, format!("{what} {}", path.as_ref().display())).source(err);
+        if e.is_no_space() {
+            e = e.hint("free space on that file system, then run the command again");
+        }
+        e
+    }
+
+    /// A corrupt object; the hint always points at `check`.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Corrupt, message)
+            .hint("run `salvor check --read-data` to find every damaged object")
+    }
+
+    /// An invalid argument or configuration value.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The hint, if any.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// True when the root cause is ENOSPC.
+    pub fn is_no_space(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.raw_os_error() == Some(libc::ENOSPC) {
+                    return true;
+                }
+            }
+            if e.to_string().contains("No space left on device") {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    /// Prefixes the message with more context ("while backing up /etc: ...").
+    #[must_use]
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.message = format!("{ctx}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(src) = &self.source {
+            write!(f, ": {src}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

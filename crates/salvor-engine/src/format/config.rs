@@ -1,0 +1,48 @@
+//! `config`: repository-wide parameters, sealed under the master key.
+
+use serde::{Deserialize, Serialize};
+
+/// FastCDC size parameters, in bytes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// Smallest chunk (except a stream's last).
+    pub min: u32,
+    /// Target average.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+/// The repository configuration document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// Format version of the repository as a whole.
+    pub version: u8,
+    /// Random repository id (hex), stable across key changes.
+    pub id: String,
+    /// Chunking of regular files.
+    pub file_chunker: ChunkerParams,
+    /// Chunking of streams (dumps, stdin): smaller chunks dedup day-to-day dumps.
+    pub stream_chunker: ChunkerParams,
+    /// Raw bytes collected into one compressed, encrypted frame.
+    pub frame_target: u32,
+    /// Stored bytes after which a pack is closed.
+    pub pack_target: u32,
+    /// zstd level for frames.
+    pub compression_level: i32,
+}
+
+impl RepoConfig {
+    /// Defaults chosen by benchmark (see `bench/README.md`).
+    pub fn new_default() -> Self {
+        Self {
+            version: super::FORMAT_VERSION,
+            id: crate::id::random_hex(),
+            file_chunker: ChunkerParams { min: 128 * 1024, avg: 512 * 1024, max: 2 * 1024 * 1024 },
+            stream_chunker: ChunkerParams { min: 4 * 1024, avg: 16 * 1024, max: 64 * 1024 },
+            frame_target: 1024 * 1024,
+            pack_target: 16 * 1024 * 1024,
+            compression_level: 3,
+        }
+    }
+}

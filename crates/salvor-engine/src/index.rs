@@ -1,0 +1,159 @@
+//! The in-memory index: where every blob lives.
+//!
+//! Peers run out of memory on repositories with tens of millions of blobs, so
+//! entries are small: a blob maps to a 16-byte location (frame number, offset,
+//! length, kind) and frame/pack details are shared in side tables. Blob ids are
+//! already uniformly random (keyed BLAKE3), so the hash map uses the id's first
+//! eight bytes as its hash instead of running SipHash over 32 bytes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::crypto::SALT_LEN;
+use crate::format::index::IndexPack;
+use crate::format::pack::{BlobKind, Compression};
+use crate::id::{BlobId, PackId};
+
+/// Hasher for ids that are already uniformly random.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Keys are 32-byte ids; their first 8 bytes are a perfectly good hash.
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+}
+
+/// A `HashMap` keyed by random ids.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// A `HashSet` of random ids.
+pub type IdSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
+
+/// Where a blob is, within its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Index into [`Index::frame`].
+    pub frame: u32,
+    /// Offset in the frame's plaintext.
+    pub offset: u32,
+    /// Plaintext length.
+    pub length: u32,
+    /// Data or tree.
+    pub kind: BlobKind,
+}
+
+/// Where a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLocation {
+    /// Index into [`Index::pack`].
+    pub pack: u32,
+    /// The frame's nonce counter (its position in the pack header).
+    pub nonce: u32,
+    /// Ciphertext offset in the pack.
+    pub offset: u64,
+    /// Ciphertext length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+    /// Compression of the plaintext.
+    pub compression: Compression,
+}
+
+/// A pack known to the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Its id (= file name).
+    pub id: PackId,
+    /// Stored size.
+    pub size: u64,
+    /// Salt for its cipher.
+    pub salt: [u8; SALT_LEN],
+}
+
+/// All blobs of a repository.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<PackInfo>,
+    pack_numbers: IdMap<PackId, u32>,
+    frames: Vec<FrameLocation>,
+    blobs: IdMap<BlobId, BlobLocation>,
+}
+
+impl Index {
+    /// Adds one pack's entries. A blob already present elsewhere keeps its
+    /// first location (two hosts may have stored the same blob concurrently).
+    pub fn add_pack(&mut self, pack: &IndexPack) {
+        if self.pack_numbers.contains_key(&pack.id) {
+            return;
+        }
+        let pn = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
+        self.packs.push(PackInfo { id: pack.id, size: pack.size, salt: pack.salt });
+        self.pack_numbers.insert(pack.id, pn);
+        for (nonce, f) in pack.frames.iter().enumerate() {
+            let fn_ = u32::try_from(self.frames.len()).expect("fewer than 2^32 frames");
+            self.frames.push(FrameLocation {
+                pack: pn,
+                nonce: nonce as u32,
+                offset: f.offset,
+                length: f.length,
+                raw_length: f.raw_length,
+                compression: f.compression,
+            });
+            for b in &f.blobs {
+                self.blobs.entry(b.id).or_insert(BlobLocation {
+                    frame: fn_,
+                    offset: b.offset,
+                    length: b.length,
+                    kind: b.kind,
+                });
+            }
+        }
+    }
+
+    /// Location of a blob.
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.blobs.get(id).copied()
+    }
+
+    /// Whether a blob is present.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// A frame by number.
+    pub fn frame(&self, n: u32) -> &FrameLocation {
+        &self.frames[n as usize]
+    }
+
+    /// A pack by number.
+    pub fn pack(&self, n: u32) -> &PackInfo {
+        &self.packs[n as usize]
+    }
+
+    /// Every pack.
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    /// Whether a pack is indexed.
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.pack_numbers.contains_key(id)
+    }
+
+    /// Number of distinct blobs.
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Every blob and its location.
+    pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
+        self.blobs.iter()
+    }
+}

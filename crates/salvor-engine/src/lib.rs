@@ -1,0 +1,31 @@
+//! The salvor repository engine.
+//!
+//! It knows nothing about databases, schedules or command lines: it stores
+//! files and streams in a content-defined-chunked, deduplicated, compressed and
+//! authenticated-encrypted repository, and reads them back verified.
+//!
+//! # Layout
+//! - [`backend`]: where bytes live (OpenDAL: local, S3, SFTP) behind a small trait.
+//! - [`crypto`], [`chunker`], [`format`]: keys and AEAD, FastCDC, every persisted structure.
+//! - [`pack`], [`index`]: frames and packs on the write side; where each blob is.
+//! - [`repo`]: an opened repository (keys, documents, snapshots, locks, blob reading).
+//! - [`backup`], [`restore`], [`check`], [`browse`]: the pipelines.
+//!
+//! `docs/FORMAT.md` in the project specifies every byte this crate writes.
+
+pub mod backend;
+pub mod backup;
+pub mod browse;
+pub mod check;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod repo;
+pub mod restore;
+
+pub use error::{Error, ErrorKind, Result};
+pub use repo::Repository;

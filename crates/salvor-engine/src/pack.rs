@@ -1,0 +1,369 @@
+//! Writing and reading packs.
+//!
+//! Write side, in the order that keeps crashes harmless:
+//! 1. [`Packer::add`] appends a blob to the open frame; a full frame is
+//!    compressed on the rayon pool (bounded by a token channel, so memory stays
+//!    flat however fast the producer is);
+//! 2. a compressed frame is encrypted into the open pack (nonce = frame
+//!    number); a full pack is finished (header, trailer) and sent to the
+//!    [`Uploader`];
+//! 3. the uploader writes packs durably, then index files naming only packs
+//!    already written. The caller writes the snapshot last.
+//!
+//! A backup killed at any point therefore leaves only packs no index names, or
+//! index entries whose packs exist: never a snapshot pointing at missing data.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::crypto::{MasterKey, NonceDomain, ObjectCipher, SALT_LEN};
+use crate::error::{Error, Result};
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{BlobEntry, BlobKind, Compression, FrameEntry, PackHeader};
+use crate::format::{self, ObjectKind, PREFIX_LEN};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::FrameLocation;
+use crate::repo::Repository;
+
+/// Packs written per index file.
+const PACKS_PER_INDEX: usize = 64;
+
+/// Counters of what was stored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PackStats {
+    /// Blobs added.
+    pub blobs: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+    /// Bytes of pack files written.
+    pub stored: u64,
+}
+
+struct FinishedPack {
+    id: PackId,
+    data: Vec<u8>,
+    entry: IndexPack,
+}
+
+/// Writes finished packs and then the index files that name them.
+pub struct Uploader {
+    tx: Option<Sender<FinishedPack>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<UploadShared>,
+}
+
+struct UploadShared {
+    repo: Repository,
+    pending: Mutex<Vec<IndexPack>>,
+    written: Mutex<Vec<IndexId>>,
+    error: Mutex<Option<Error>>,
+    stored: std::sync::atomic::AtomicU64,
+}
+
+impl UploadShared {
+    fn flush_index(&self, all: bool) -> Result<()> {
+        let packs = {
+            let mut p = self.pending.lock().unwrap();
+            if p.is_empty() || (!all && p.len() < PACKS_PER_INDEX) {
+                return Ok(());
+            }
+            std::mem::take(&mut *p)
+        };
+        let id = self.repo.write_index(&IndexFile { packs })?;
+        self.written.lock().unwrap().push(id);
+        Ok(())
+    }
+}
+
+impl Uploader {
+    /// Starts `threads` upload workers.
+    pub fn new(repo: &Repository, threads: usize) -> Self {
+        let (tx, rx): (Sender<FinishedPack>, Receiver<FinishedPack>) = bounded(1);
+        let shared = Arc::new(UploadShared {
+            repo: repo.clone(),
+            pending: Mutex::new(Vec::new()),
+            written: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            stored: Default::default(),
+        });
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let rx = rx.clone();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name("salvor-upload".into())
+                    .spawn(move || {
+                        for p in rx {
+                            let res = shared.repo.backend().write(crate::backend::FileType::Pack, &p.id.to_hex(), &p.data);
+                            let res = res.and_then(|()| {
+                                shared.stored.fetch_add(p.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                shared.pending.lock().unwrap().push(p.entry);
+                                shared.flush_index(false)
+                            });
+                            if let Err(e) = res {
+                                shared.error.lock().unwrap().get_or_insert(e);
+                            }
+                        }
+                    })
+                    .expect("spawn upload thread")
+            })
+            .collect();
+        Self { tx: Some(tx), threads, shared }
+    }
+
+    fn sender(&self) -> Sender<FinishedPack> {
+        self.tx.clone().expect("uploader still open")
+    }
+
+    /// Bytes of packs written so far.
+    pub fn stored_bytes(&self) -> u64 {
+        self.shared.stored.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for every pack, writes the last index file, and returns the ids of
+    /// all index files written. Packers must have been finished first.
+    ///
+    /// # Errors
+    /// The first upload or index failure.
+    pub fn finish(mut self) -> Result<Vec<IndexId>> {
+        drop(self.tx.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(e) = self.shared.error.lock().unwrap().take() {
+            return Err(e);
+        }
+        self.shared.flush_index(true)?;
+        Ok(std::mem::take(&mut *self.shared.written.lock().unwrap()))
+    }
+}
+
+struct OpenPack {
+    prefix: [u8; PREFIX_LEN],
+    salt: [u8; SALT_LEN],
+    cipher: ObjectCipher,
+    buf: Vec<u8>,
+    frames: Vec<FrameEntry>,
+}
+
+struct PackerState {
+    frame: Vec<u8>,
+    blobs: Vec<BlobEntry>,
+    pack: Option<OpenPack>,
+}
+
+struct CompressedFrame {
+    payload: Vec<u8>,
+    raw_length: u32,
+    compression: Compression,
+    blobs: Vec<BlobEntry>,
+}
+
+/// Collects blobs of one kind into frames and packs.
+pub struct Packer {
+    key: MasterKey,
+    frame_target: usize,
+    pack_target: usize,
+    level: i32,
+    state: Mutex<PackerState>,
+    /// Taken (closed) by [`Packer::finish`], so the uploader sees the end.
+    upload: Mutex<Option<Sender<FinishedPack>>>,
+    tokens: (Sender<()>, Receiver<()>),
+    error: Mutex<Option<Error>>,
+    stats: Mutex<PackStats>,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> (Vec<u8>, Compression) {
+    let out = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd context")));
+        }
+        c.as_mut().unwrap().1.compress(data).expect("zstd compress in memory")
+    });
+    if out.len() < data.len() { (out, Compression::Zstd) } else { (data.to_vec(), Compression::None) }
+}
+
+impl Packer {
+    /// A packer feeding `uploader`.
+    pub fn new(repo: &Repository, uploader: &Uploader) -> Arc<Self> {
+        let cfg = repo.config();
+        let in_flight = rayon::current_num_threads() + 1;
+        let tokens = bounded(in_flight);
+        for _ in 0..in_flight {
+            tokens.0.send(()).expect("fresh channel");
+        }
+        Arc::new(Self {
+            key: repo.key().clone(),
+            frame_target: cfg.frame_target as usize,
+            pack_target: cfg.pack_target as usize,
+            level: cfg.compression_level,
+            state: Mutex::new(PackerState { frame: Vec::new(), blobs: Vec::new(), pack: None }),
+            upload: Mutex::new(Some(uploader.sender())),
+            tokens,
+            error: Mutex::new(None),
+            stats: Mutex::new(PackStats::default()),
+        })
+    }
+
+    /// Adds a blob the caller has checked is not yet stored.
+    pub fn add(self: &Arc<Self>, kind: BlobKind, id: BlobId, data: &[u8]) {
+        let full = {
+            let mut st = self.state.lock().unwrap();
+            let mut taken = None;
+            if !st.frame.is_empty() && st.frame.len() + data.len() > self.frame_target {
+                taken = Some(Self::take_frame(&mut st));
+            }
+            let offset = st.frame.len() as u32;
+            st.frame.extend_from_slice(data);
+            st.blobs.push(BlobEntry { kind, id, offset, length: data.len() as u32 });
+            taken
+        };
+        {
+            let mut s = self.stats.lock().unwrap();
+            s.blobs += 1;
+            s.bytes += data.len() as u64;
+        }
+        if let Some((frame, blobs)) = full {
+            self.spawn_frame(frame, blobs);
+        }
+    }
+
+    fn take_frame(st: &mut PackerState) -> (Vec<u8>, Vec<BlobEntry>) {
+        (std::mem::take(&mut st.frame), std::mem::take(&mut st.blobs))
+    }
+
+    fn spawn_frame(self: &Arc<Self>, frame: Vec<u8>, blobs: Vec<BlobEntry>) {
+        // Blocks when enough frames are already being compressed: backpressure.
+        self.tokens.1.recv().expect("token channel lives as long as the packer");
+        let me = self.clone();
+        rayon::spawn(move || {
+            let (payload, compression) = compress(&frame, me.level);
+            let raw_length = frame.len() as u32;
+            drop(frame);
+            if let Err(e) = me.place(CompressedFrame { payload, raw_length, compression, blobs }) {
+                me.error.lock().unwrap().get_or_insert(e);
+            }
+            me.tokens.0.send(()).expect("token channel");
+        });
+    }
+
+    fn place(&self, f: CompressedFrame) -> Result<()> {
+        let finished = {
+            let mut st = self.state.lock().unwrap();
+            let pack = st.pack.get_or_insert_with(|| {
+                let (prefix, salt) = format::new_prefix(ObjectKind::Pack);
+                let mut buf = Vec::with_capacity(self.pack_target + self.frame_target);
+                buf.extend_from_slice(&prefix);
+                OpenPack { prefix, salt, cipher: self.key.object_cipher(&salt), buf, frames: Vec::new() }
+            });
+            let nonce = pack.frames.len() as u64;
+            let ct = pack.cipher.seal(nonce, NonceDomain::Frame, &f.payload, &[]);
+            pack.frames.push(FrameEntry {
+                offset: pack.buf.len() as u64,
+                length: ct.len() as u32,
+                raw_length: f.raw_length,
+                compression: f.compression,
+                blobs: f.blobs,
+            });
+            pack.buf.extend_from_slice(&ct);
+            if pack.buf.len() >= self.pack_target { st.pack.take() } else { None }
+        };
+        if let Some(p) = finished {
+            self.send_pack(p)?;
+        }
+        Ok(())
+    }
+
+    fn send_pack(&self, mut p: OpenPack) -> Result<()> {
+        let header = format::to_bytes(&PackHeader { frames: p.frames.clone() });
+        let ct = p.cipher.seal(0, NonceDomain::PackHeader, &header, &p.prefix);
+        p.buf.extend_from_slice(&ct);
+        p.buf.extend_from_slice(&(ct.len() as u32).to_le_bytes());
+        let id = PackId::hash_of(&p.buf);
+        self.stats.lock().unwrap().stored += p.buf.len() as u64;
+        let entry = IndexPack { id, size: p.buf.len() as u64, salt: p.salt, frames: p.frames };
+        let tx = self.upload.lock().unwrap().clone();
+        tx.ok_or_else(|| Error::new(crate::ErrorKind::Backend, "pack added after the packer finished"))?
+            .send(FinishedPack { id, data: p.buf, entry })
+            .map_err(|_| Error::new(crate::ErrorKind::Backend, "the pack uploader stopped"))
+    }
+
+    /// Compresses the last frame, waits for all frames, and sends the open pack.
+    ///
+    /// # Errors
+    /// The first failure of any frame.
+    pub fn finish(self: &Arc<Self>) -> Result<PackStats> {
+        let last = {
+            let mut st = self.state.lock().unwrap();
+            (!st.frame.is_empty()).then(|| Self::take_frame(&mut st))
+        };
+        if let Some((frame, blobs)) = last {
+            self.spawn_frame(frame, blobs);
+        }
+        // Drain every token: all frames are placed once we hold them all.
+        let n = self.tokens.0.capacity().unwrap_or(1);
+        for _ in 0..n {
+            self.tokens.1.recv().expect("token");
+        }
+        for _ in 0..n {
+            self.tokens.0.send(()).expect("token");
+        }
+        if let Some(e) = self.error.lock().unwrap().take() {
+            return Err(e);
+        }
+        let pack = self.state.lock().unwrap().pack.take();
+        if let Some(p) = pack {
+            self.send_pack(p)?;
+        }
+        drop(self.upload.lock().unwrap().take());
+        Ok(*self.stats.lock().unwrap())
+    }
+}
+
+/// Decrypts and decompresses one frame's ciphertext.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] when authentication or decompression fails.
+pub fn decode_frame(key: &MasterKey, salt: &[u8; SALT_LEN], loc: &FrameLocation, ct: &[u8], pack: &PackId) -> Result<Vec<u8>> {
+    let what = || format!("frame {} at offset {} of pack {}", loc.nonce, loc.offset, pack);
+    let payload = key.object_cipher(salt).open(u64::from(loc.nonce), NonceDomain::Frame, ct, &[], &what)?;
+    let plain = match loc.compression {
+        Compression::None => payload,
+        Compression::Zstd => zstd::bulk::decompress(&payload, loc.raw_length as usize)
+            .map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?,
+    };
+    if plain.len() != loc.raw_length as usize {
+        return Err(Error::corrupt(format!("{} has {} bytes, expected {}", what(), plain.len(), loc.raw_length)));
+    }
+    Ok(plain)
+}
+
+/// Parses a whole pack file: checks its hash, decrypts its header.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] on any mismatch.
+pub fn read_header(key: &MasterKey, id: &PackId, data: &[u8]) -> Result<([u8; SALT_LEN], PackHeader)> {
+    let what = || format!("pack {id}");
+    if PackId::hash_of(data) != *id {
+        return Err(Error::corrupt(format!("pack {id} does not match its hash (damaged on storage)")));
+    }
+    let salt = format::parse_prefix(data, ObjectKind::Pack, &what)?;
+    if data.len() < PREFIX_LEN + 4 {
+        return Err(Error::corrupt(format!("pack {id} is truncated")));
+    }
+    let hl = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap()) as usize;
+    let end = data.len() - 4;
+    if hl > end - PREFIX_LEN {
+        return Err(Error::corrupt(format!("pack {id} has an invalid header length")));
+    }
+    let plain = key.object_cipher(&salt).open(0, NonceDomain::PackHeader, &data[end - hl..end], &data[..PREFIX_LEN], &what)?;
+    Ok((salt, format::from_bytes(&plain, &what)?))
+}

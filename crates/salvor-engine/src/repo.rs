@@ -1,0 +1,244 @@
+//! An open repository: backend + master key + config.
+//!
+//! Opening is the only place a passphrase is used. Everything else reads and
+//! writes sealed documents through [`Repository::read_doc`] and
+//! [`Repository::write_doc`], which name each object in their errors.
+
+pub mod blobs;
+pub mod keys;
+pub mod lock;
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, FileType};
+use crate::crypto::MasterKey;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::config::RepoConfig;
+use crate::format::index::IndexFile;
+use crate::format::snapshot::Snapshot;
+use crate::format::{self, ObjectKind};
+use crate::id::{IndexId, SnapshotId};
+use crate::index::Index;
+
+pub use blobs::BlobReader;
+
+/// A repository opened with a valid key.
+#[derive(Clone)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Arc<RepoConfig>,
+    key_name: Arc<str>,
+}
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Format and chunking parameters.
+    pub config: RepoConfig,
+    /// Argon2id cost for the first key.
+    pub kdf: crate::crypto::KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self { config: RepoConfig::new_default(), kdf: crate::crypto::KdfParams::default() }
+    }
+}
+
+fn not_found(location: &str) -> Error {
+    Error::new(ErrorKind::RepositoryNotFound, format!("no repository at {location}"))
+        .hint("check --repo / SALVOR_REPO, or create one with `salvor init`")
+}
+
+impl Repository {
+    /// Creates a new repository and returns it opened.
+    ///
+    /// # Errors
+    /// [`ErrorKind::RepositoryExists`] when the location already holds one;
+    /// backend failures.
+    pub fn init(backend: Box<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        if backend.exists(FileType::Config, "config")? {
+            return Err(Error::new(
+                ErrorKind::RepositoryExists,
+                format!("a repository already exists at {}", backend.location()),
+            )
+            .hint("use it as is, or choose another location"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("empty password").hint("choose a non-empty password"));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let (name, bytes) = keys::make_key_file(&key, password, opts.kdf)?;
+        // Key first, config last: a location with a config always has a key.
+        backend.write(FileType::Key, &name, &bytes)?;
+        let sealed = format::seal(&key, ObjectKind::Config, &serde_json::to_vec(&opts.config).expect("config json"));
+        backend.write(FileType::Config, "config", &sealed)?;
+        Ok(Self { backend, key, config: Arc::new(opts.config.clone()), key_name: name.into() })
+    }
+
+    /// Opens an existing repository with `password`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::RepositoryNotFound`], [`ErrorKind::WrongPassword`],
+    /// corrupt config, backend failures.
+    pub fn open(backend: Box<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let config_bytes = match backend.read(FileType::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(backend.location())),
+            Err(e) => return Err(e),
+        };
+        let (key, key_name) = keys::find_key(backend.as_ref(), password)?;
+        let plain = format::open(&key, ObjectKind::Config, &config_bytes, &|| "config".into())?;
+        let config: RepoConfig = serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(format!("config does not decode: {e}")))?;
+        if config.version > format::MAX_READ_VERSION {
+            return Err(Error::invalid(format!(
+                "repository format version {} is newer than this salvor reads ({})",
+                config.version,
+                format::MAX_READ_VERSION
+            ))
+            .hint("upgrade salvor"));
+        }
+        Ok(Self { backend, key, config: Arc::new(config), key_name: key_name.into() })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// Repository parameters.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Name of the key file this repository was opened with.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Reads and opens a sealed document.
+    ///
+    /// # Errors
+    /// Missing or corrupt object.
+    pub fn read_doc(&self, ft: FileType, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let data = self.backend.read(ft, name)?;
+        format::open(&self.key, kind, &data, &|| format!("{} {name}", ft.noun()))
+    }
+
+    /// Seals and writes a document under the hash of its sealed bytes.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn write_doc(&self, ft: FileType, kind: ObjectKind, body: &[u8]) -> Result<[u8; 32]> {
+        let sealed = format::seal(&self.key, kind, body);
+        let id = *blake3::hash(&sealed).as_bytes();
+        self.backend.write(ft, &hex::encode(id), &sealed)?;
+        Ok(id)
+    }
+
+    /// Writes an index file.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
+        self.write_doc(FileType::Index, ObjectKind::Index, &format::to_bytes(file)).map(IndexId)
+    }
+
+    /// Reads one index file.
+    ///
+    /// # Errors
+    /// Missing or corrupt.
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let plain = self.read_doc(FileType::Index, ObjectKind::Index, name)?;
+        format::from_bytes(&plain, &|| format!("index file {name}"))
+    }
+
+    /// Loads every index file (in parallel) into one in-memory index.
+    ///
+    /// # Errors
+    /// Any unreadable or corrupt index file, named.
+    pub fn load_index(&self) -> Result<Index> {
+        let names = self.backend.list(FileType::Index)?;
+        let files: Vec<IndexFile> =
+            names.par_iter().map(|(n, _)| self.read_index_file(n)).collect::<Result<_>>()?;
+        let mut index = Index::default();
+        for f in &files {
+            for p in &f.packs {
+                index.add_pack(p);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Writes a snapshot document. Call only after its data and index are durable.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let body = serde_json::to_vec(snap).expect("snapshot json");
+        self.write_doc(FileType::Snapshot, ObjectKind::Snapshot, &body).map(SnapshotId)
+    }
+
+    /// Reads one snapshot.
+    ///
+    /// # Errors
+    /// Missing or corrupt.
+    pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let plain = self.read_doc(FileType::Snapshot, ObjectKind::Snapshot, &name)?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("snapshot {name} does not decode: {e}")))
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Any unreadable snapshot, named.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let names = self.backend.list(FileType::Snapshot)?;
+        let mut out: Vec<(SnapshotId, Snapshot)> = names
+            .par_iter()
+            .map(|(n, _)| {
+                let id = SnapshotId::from_hex(n)?;
+                Ok((id, self.read_snapshot(&id)?))
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] or an ambiguous prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return self.snapshots()?.pop().ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "the repository has no snapshots").hint("run `salvor backup` first")
+            });
+        }
+        let names = self.backend.list(FileType::Snapshot)?;
+        let matches: Vec<&String> = names.iter().map(|(n, _)| n).filter(|n| n.starts_with(spec)).collect();
+        match matches.as_slice() {
+            [one] if !spec.is_empty() => {
+                let id = SnapshotId::from_hex(one)?;
+                Ok((id, self.read_snapshot(&id)?))
+            }
+            [] | [_] => Err(Error::new(ErrorKind::NotFound, format!("no snapshot matches {spec:?}"))
+                .hint("list snapshots with `salvor snapshots`")),
+            _ => Err(Error::invalid(format!("snapshot prefix {spec:?} is ambiguous ({} matches)", matches.len()))
+                .hint("give more characters of the id")),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Restoring a snapshot into a directory.
+//!
+//! Restore is driven by where data lies, not by file order (restic's approach):
+//! 1. walk the trees, create directories, symlinks and special files, and
+//!    create every regular file at its final size;
+//! 2. group every needed blob by pack and frame; worker threads fetch each
+//!    pack's needed span in one ranged read, decode each frame once, re-hash
+//!    every blob against its id and write it at its offsets in every file that
+//!    uses it;
+//! 3. link hardlinks, then set ownership (as root), modes and times, deepest
+//!    first, so writing into a directory never bumps its restored mtime.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::backup::ExcludeSet;
+use crate::browse;
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::index::IdMap;
+use crate::repo::BlobReader;
+use crate::repo::blobs::verify_blob;
+
+/// What to restore and where.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Only paths matching one of these globs (or below a match).
+    pub includes: Vec<String>,
+    /// Skip paths matching these globs (and everything below).
+    pub excludes: Vec<String>,
+}
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// Total bytes to write (known after planning).
+    pub total_bytes: AtomicU64,
+    /// Files to restore.
+    pub total_files: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreStats {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks, devices, fifos.
+    pub special: u64,
+    /// Hardlinks recreated.
+    pub hardlinks: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Metadata that could not be applied (e.g. ownership as non-root).
+    pub warnings: Vec<String>,
+}
+
+struct Planned {
+    path: PathBuf,
+    node: Node,
+}
+
+fn to_path(target: &Path, p: &[u8]) -> PathBuf {
+    target.join(std::ffi::OsStr::from_bytes(p.strip_prefix(b"/").unwrap_or(p)))
+}
+
+fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let p = p.to_path_buf();
+    let what = what.to_string();
+    move |e| Error::io(&what, &p, e)
+}
+
+/// Restores `snap` into `opts.target`.
+///
+/// # Errors
+/// Corruption (named), target I/O errors. Metadata failures are warnings.
+pub fn restore(reader: &BlobReader, snap: &Snapshot, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreStats> {
+    let includes = (!opts.includes.is_empty()).then(|| ExcludeSet::new(&opts.includes)).transpose()?;
+    let excludes = ExcludeSet::new(&opts.excludes)?;
+    std::fs::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
+    let mut stats = RestoreStats::default();
+    let mut dirs: Vec<Planned> = Vec::new();
+    let mut files: Vec<Planned> = Vec::new();
+    let mut others: Vec<Planned> = Vec::new();
+    // Walk: `included` tracks whether an ancestor already matched an include.
+    let mut included_prefixes: Vec<Vec<u8>> = Vec::new();
+    browse::walk(reader, &snap.tree, b"/", &mut |p, n| {
+        let path_os = std::ffi::OsStr::from_bytes(p);
+        if excludes.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name)) {
+            return Ok(false);
+        }
+        let under_include = included_prefixes.iter().any(|i| p.starts_with(i) && p.get(i.len()) == Some(&b'/'));
+        let matched = includes.as_ref().is_none_or(|inc| under_include || inc.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name)));
+        if matched && !under_include && includes.is_some() {
+            included_prefixes.push(p.to_vec());
+        }
+        let planned = Planned { path: to_path(&opts.target, p), node: n.clone() };
+        match n.kind {
+            NodeKind::Dir => {
+                dirs.push(planned);
+                Ok(true)
+            }
+            _ if !matched => Ok(false),
+            NodeKind::File => {
+                files.push(planned);
+                Ok(false)
+            }
+            _ => {
+                others.push(planned);
+                Ok(false)
+            }
+        }
+    })?;
+    // Drop directories that hold nothing selected (only when filtering).
+    if includes.is_some() {
+        let keep: Vec<&Path> = files.iter().chain(others.iter()).map(|p| p.path.as_path()).collect();
+        dirs.retain(|d| included_prefixes.iter().any(|i| d.path == to_path(&opts.target, i)) || keep.iter().any(|k| k.starts_with(&d.path)));
+    }
+    for d in &dirs {
+        std::fs::create_dir_all(&d.path).map_err(io("cannot create directory", &d.path))?;
+        stats.dirs += 1;
+    }
+    for o in &others {
+        create_special(o, &mut stats)?;
+    }
+    let links = write_files(reader, &files, progress, &mut stats)?;
+    for (path, first) in links {
+        let _ = std::fs::remove_file(&path);
+        std::fs::hard_link(&first, &path).map_err(io("cannot create hard link", &path))?;
+        stats.hardlinks += 1;
+    }
+    for p in files.iter().chain(others.iter()) {
+        apply_metadata(p, &mut stats);
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+    for d in &dirs {
+        apply_metadata(d, &mut stats);
+    }
+    stats.bytes = progress.bytes.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+fn create_special(o: &Planned, stats: &mut RestoreStats) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    let _ = std::fs::remove_file(&o.path);
+    let mode = Mode::from_bits_truncate(o.node.mode);
+    let res = match o.node.kind {
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&o.node.link_target), &o.path).map_err(io("cannot create symlink", &o.path))
+        }
+        NodeKind::Fifo => nix::unistd::mkfifo(&o.path, mode).map_err(|e| Error::io("cannot create fifo", &o.path, e.into())),
+        NodeKind::BlockDevice | NodeKind::CharDevice => {
+            let k = if o.node.kind == NodeKind::BlockDevice { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+            match mknod(&o.path, k, mode, o.node.rdev) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    stats.warnings.push(format!("{}: cannot create device: {e}", o.path.display()));
+                    return Ok(());
+                }
+            }
+        }
+        NodeKind::Socket => return Ok(()),
+        NodeKind::File | NodeKind::Dir => unreachable!("handled by the caller"),
+    };
+    res?;
+    stats.special += 1;
+    Ok(())
+}
+
+struct Target {
+    file: u32,
+    offset: u64,
+    blob_offset: u32,
+    length: u32,
+}
+
+/// Writes all file content; returns hardlinks to make (path, first path).
+fn write_files(reader: &BlobReader, files: &[Planned], progress: &RestoreProgress, stats: &mut RestoreStats) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let index = reader.index();
+    let mut first_link: std::collections::HashMap<(u64, u64), usize> = Default::default();
+    let mut links = Vec::new();
+    // frame -> targets, grouped by pack.
+    let mut by_pack: BTreeMap<u32, IdMap<u32, Vec<(crate::id::BlobId, Target)>>> = BTreeMap::new();
+    let mut total = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        if f.node.links > 1 {
+            if let Some(&first) = first_link.get(&(f.node.device, f.node.inode)) {
+                links.push((f.path.clone(), files[first].path.clone()));
+                continue;
+            }
+            first_link.insert((f.node.device, f.node.inode), i);
+        }
+        let _ = std::fs::remove_file(&f.path);
+        let file = std::fs::File::create(&f.path).map_err(io("cannot create", &f.path))?;
+        file.set_len(f.node.size).map_err(io("cannot size", &f.path))?;
+        stats.files += 1;
+        let mut offset = 0u64;
+        for id in &f.node.content {
+            let loc = index.get(id).ok_or_else(|| {
+                Error::corrupt(format!("blob {id} of {} is not in the index", f.path.display()))
+            })?;
+            let frame = index.frame(loc.frame);
+            by_pack.entry(frame.pack).or_default().entry(loc.frame).or_default().push((
+                *id,
+                Target { file: i as u32, offset, blob_offset: loc.offset, length: loc.length },
+            ));
+            offset += u64::from(loc.length);
+        }
+        total += offset;
+    }
+    progress.total_bytes.store(total, Ordering::Relaxed);
+    progress.total_files.store(stats.files, Ordering::Relaxed);
+    by_pack.into_par_iter().try_for_each(|(pack, frames)| restore_pack(reader, pack, frames, files, progress))?;
+    Ok(links)
+}
+
+fn restore_pack(
+    reader: &BlobReader,
+    pack: u32,
+    frames: IdMap<u32, Vec<(crate::id::BlobId, Target)>>,
+    files: &[Planned],
+    progress: &RestoreProgress,
+) -> Result<()> {
+    let index = reader.index();
+    let info = index.pack(pack);
+    let start = frames.keys().map(|f| index.frame(*f).offset).min().unwrap_or(0);
+    let end = frames.keys().map(|f| index.frame(*f).offset + u64::from(index.frame(*f).length)).max().unwrap_or(0);
+    let span = reader.repo().backend().read_range(crate::backend::FileType::Pack, &info.id.to_hex(), start, end - start)?;
+    let mut open: IdMap<u32, std::fs::File> = IdMap::default();
+    let mut order: Vec<_> = frames.into_iter().collect();
+    order.sort_by_key(|(f, _)| index.frame(*f).offset);
+    for (f, targets) in order {
+        let loc = index.frame(f);
+        let s = (loc.offset - start) as usize;
+        let plain = crate::pack::decode_frame(reader.repo().key(), &info.salt, loc, &span[s..s + loc.length as usize], &info.id)?;
+        let mut verified: Option<crate::id::BlobId> = None;
+        for (id, t) in targets {
+            let data = plain
+                .get(t.blob_offset as usize..(t.blob_offset + t.length) as usize)
+                .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame in pack {}", info.id)))?;
+            if verified != Some(id) {
+                verify_blob(reader.repo().key(), &id, data)?;
+                verified = Some(id);
+            }
+            let path = &files[t.file as usize].path;
+            if !open.contains_key(&t.file) {
+                if open.len() >= 64 {
+                    open.clear();
+                }
+                let fh = std::fs::OpenOptions::new().write(true).open(path).map_err(io("cannot open", path))?;
+                open.insert(t.file, fh);
+            }
+            open[&t.file].write_all_at(data, t.offset).map_err(io("cannot write", path))?;
+            progress.bytes.fetch_add(u64::from(t.length), Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+fn apply_metadata(p: &Planned, stats: &mut RestoreStats) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let n = &p.node;
+    let is_link = n.kind == NodeKind::Symlink;
+    if nix::unistd::geteuid().is_root() {
+        if let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid)) {
+            stats.warnings.push(format!("{}: cannot set owner: {e}", p.path.display()));
+        }
+    }
+    if !is_link {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(n.mode)) {
+            stats.warnings.push(format!("{}: cannot set mode: {e}", p.path.display()));
+        }
+    }
+    let t = TimeSpec::new(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000));
+    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, &p.path, &t, &t, UtimensatFlags::NoFollowSymlink) {
+        stats.warnings.push(format!("{}: cannot set times: {e}", p.path.display()));
+    }
+}

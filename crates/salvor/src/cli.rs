@@ -1,0 +1,208 @@
+//! The command line: one module per command, each a thin layer that parses
+//! options, calls the engine and renders text or `--json`.
+//!
+//! Exit codes (documented in the README and `salvor --help`):
+//! 0 success · 1 error (incl. damage found by `check`) · 2 usage error ·
+//! 3 backup saved but some files could not be read · 10 no repository ·
+//! 11 repository locked · 12 wrong password · 130 interrupted.
+
+mod backup;
+mod check;
+mod demo;
+mod inspect;
+mod key;
+mod output;
+mod password;
+mod progress;
+mod restore;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use salvor_engine::{Error, ErrorKind, Repository};
+
+/// Exit code when a backup was saved but some files could not be read.
+pub const EXIT_PARTIAL: i32 = 3;
+
+const AFTER_HELP: &str = "\
+Examples:
+  export SALVOR_REPO=/srv/backup SALVOR_PASSWORD_FILE=/etc/salvor/pass
+  salvor init
+  salvor backup /etc /home --exclude '*.tmp' --tag nightly
+  pg_dump mydb | salvor backup --stdin --stdin-name mydb.sql
+  salvor snapshots
+  salvor restore latest --target /tmp/restore --include '/etc/**'
+  salvor dump latest mydb.sql | psql mydb
+  salvor check --read-data-subset 10%
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (unreadable files),
+10 no repository, 11 locked, 12 wrong password, 130 interrupted.";
+
+/// Backup and disaster recovery: deduplicated, compressed, encrypted snapshots.
+#[derive(Parser, Debug)]
+#[command(name = "salvor", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOptions {
+    /// Repository location: a path, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH.
+    #[arg(short = 'r', long, env = "SALVOR_REPO", global = true)]
+    repo: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "SALVOR_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "SALVOR_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository.
+    Init,
+    /// Back up files and directories, or a stream from stdin.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(inspect::SnapshotsArgs),
+    /// List files in a snapshot.
+    Ls(inspect::LsArgs),
+    /// Show what changed between two snapshots.
+    Diff(inspect::DiffArgs),
+    /// Show repository size, deduplication and compression.
+    Stats(inspect::StatsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(restore::RestoreArgs),
+    /// Write one file or stream of a snapshot to stdout.
+    Dump(restore::DumpArgs),
+    /// Verify the repository's structure, and optionally its data.
+    Check(check::CheckArgs),
+    /// Manage passwords (keys) of the repository.
+    Key(key::KeyArgs),
+    /// Remove stale locks left by killed processes.
+    Unlock(check::UnlockArgs),
+    /// Run the built-in demo: back up a sample tree into a local repository, check, restore, compare.
+    Demo(demo::DemoArgs),
+}
+
+/// Maps an engine error kind to the documented exit code.
+pub fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::RepositoryNotFound => 10,
+        ErrorKind::Locked => 11,
+        ErrorKind::WrongPassword => 12,
+        ErrorKind::Interrupted => 130,
+        _ => 1,
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SALVOR_LOG").unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return 0;
+            }
+            let code = e.downcast_ref::<Error>().map_or(1, |e| exit_code(e.kind()));
+            eprintln!("salvor: {}", one_line(&e));
+            code
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    // Engine errors already carry their cause and hint; others get their chain.
+    if let Some(err) = e.downcast_ref::<Error>() {
+        return err.to_string();
+    }
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => init(g),
+        Command::Backup(a) => backup::run(g, &a),
+        Command::Snapshots(a) => inspect::snapshots(g, &a),
+        Command::Ls(a) => inspect::ls(g, &a),
+        Command::Diff(a) => inspect::diff(g, &a),
+        Command::Stats(a) => inspect::stats(g, &a),
+        Command::Restore(a) => restore::restore(g, &a),
+        Command::Dump(a) => restore::dump(g, &a),
+        Command::Check(a) => check::check(g, &a),
+        Command::Key(a) => key::run(g, &a),
+        Command::Unlock(a) => check::unlock(g, &a),
+        Command::Demo(a) => demo::run(g, &a),
+    }
+}
+
+impl GlobalOptions {
+    fn location(&self) -> salvor_engine::Result<&str> {
+        self.repo.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
+            Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
+        })
+    }
+
+    /// Opens the repository named by the options.
+    fn open(&self) -> salvor_engine::Result<Repository> {
+        let backend = salvor_engine::backend::open_url(self.location()?)?;
+        let pw = password::get(self, false)?;
+        Repository::open(backend, pw.as_bytes())
+    }
+
+    fn show_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}
+
+fn init(g: &GlobalOptions) -> anyhow::Result<i32> {
+    let backend = salvor_engine::backend::open_url(g.location()?)?;
+    let pw = password::get(g, true)?;
+    let repo = Repository::init(backend, pw.as_bytes(), &Default::default())?;
+    if g.json {
+        output::json(&serde_json::json!({ "id": repo.config().id, "location": g.location()? }))?;
+    } else if !g.quiet {
+        println!("created repository {} at {}", &repo.config().id[..8], g.location()?);
+        println!("keep the password safe: without it the data cannot be restored");
+    }
+    Ok(0)
+}

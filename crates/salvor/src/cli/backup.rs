@@ -1,0 +1,144 @@
+//! `salvor backup`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Args;
+use salvor_engine::backup::{self, BackupOptions, BackupProgress, StreamOptions};
+use salvor_engine::format::snapshot::Snapshot;
+use salvor_engine::id::SnapshotId;
+use salvor_engine::Error;
+
+use super::progress::Ticker;
+use super::{EXIT_PARTIAL, GlobalOptions, output};
+
+/// Arguments of `salvor backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Skip paths matching this glob (repeatable); without `/` it matches names anywhere.
+    #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line (`#` starts a comment).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot to compare against for change detection (default: latest with same host and paths).
+    #[arg(long)]
+    parent: Option<String>,
+    /// Read every file even when unchanged.
+    #[arg(long)]
+    force: bool,
+    /// Back up standard input as one file.
+    #[arg(long, conflicts_with = "paths")]
+    stdin: bool,
+    /// File name of the stdin stream in the snapshot.
+    #[arg(long, default_value = "stdin", requires = "stdin")]
+    stdin_name: String,
+    /// Reader threads (default: number of CPUs).
+    #[arg(long, default_value_t = 0)]
+    read_threads: usize,
+}
+
+fn read_exclude_file(path: &PathBuf) -> salvor_engine::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read exclude file", path, e))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+}
+
+/// Runs `salvor backup`.
+pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
+    if !a.stdin && a.paths.is_empty() {
+        return Err(Error::invalid("nothing to back up").hint("name at least one path, or use --stdin").into());
+    }
+    let repo = g.open()?;
+    let progress = Arc::new(BackupProgress::default());
+    let p = progress.clone();
+    let _ticker = Ticker::start(
+        g.show_progress(),
+        Box::new(move || {
+            let files = p.files.load(Ordering::Relaxed);
+            (p.bytes.load(Ordering::Relaxed), p.total_bytes.load(Ordering::Relaxed), format!("{files} files"))
+        }),
+    );
+    let (id, snap) = if a.stdin {
+        let opts = StreamOptions { name: a.stdin_name.clone(), tags: a.tags.clone(), host: a.host.clone(), job: None };
+        backup::backup_stream(&repo, std::io::stdin().lock(), &opts, progress)?
+    } else {
+        let mut excludes = a.excludes.clone();
+        for f in &a.exclude_files {
+            excludes.extend(read_exclude_file(f)?);
+        }
+        let parent = match &a.parent {
+            Some(p) => Some(repo.find_snapshot(p)?.0),
+            None => None,
+        };
+        if g.show_progress() {
+            spawn_scan(a.paths.clone(), progress.clone());
+        }
+        let opts = BackupOptions {
+            paths: a.paths.clone(),
+            excludes,
+            tags: a.tags.clone(),
+            host: a.host.clone(),
+            parent,
+            force: a.force,
+            job: None,
+            read_threads: a.read_threads,
+        };
+        backup::backup_paths(&repo, &opts, progress)?
+    };
+    drop(_ticker);
+    report(g, &id, &snap)?;
+    Ok(if snap.partial { EXIT_PARTIAL } else { 0 })
+}
+
+/// Measures the total size in the background so the bar can show an ETA.
+fn spawn_scan(paths: Vec<PathBuf>, progress: Arc<BackupProgress>) {
+    std::thread::spawn(move || {
+        let mut total = 0;
+        for p in paths {
+            for e in walkdir::WalkDir::new(p).into_iter().flatten() {
+                if let Ok(m) = e.metadata() {
+                    if m.is_file() {
+                        total += m.len();
+                    }
+                }
+            }
+            progress.total_bytes.store(total, Ordering::Relaxed);
+        }
+    });
+}
+
+fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result<()> {
+    let s = &snap.summary;
+    if g.json {
+        return output::json(&serde_json::json!({ "snapshot": id.to_hex(), "partial": snap.partial, "summary": s }));
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    println!("snapshot {} saved{}", id.short(), if snap.partial { " (partial: some files could not be read)" } else { "" });
+    println!("  files: {} new, {} changed, {} unchanged; {} directories", s.files_new, s.files_changed, s.files_unchanged, s.dirs);
+    println!(
+        "  read {}, added {} ({} stored) of {} total in {:.1}s",
+        output::bytes(s.bytes_read),
+        output::bytes(s.bytes_added),
+        output::bytes(s.bytes_stored),
+        output::bytes(s.total_bytes),
+        s.duration_secs
+    );
+    if !s.warnings.is_empty() {
+        println!("  {} warnings (listed above)", s.warnings.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `salvor check` and `salvor unlock`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Args;
+use salvor_engine::check::{self, CheckOptions, CheckProgress, Subset};
+
+use super::progress::Ticker;
+use super::{GlobalOptions, output};
+
+/// Arguments of `salvor check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also download, decrypt and re-hash every pack.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the data: a percentage (10%) or a part (1/5).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
+}
+
+/// Runs `salvor check`; exit 1 when damage is found.
+pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
+    let read_data = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => Some(s.parse::<Subset>()?),
+        (None, true) => Some(Subset::All),
+        (None, false) => None,
+    };
+    let repo = g.open()?;
+    let progress = Arc::new(CheckProgress::default());
+    let p = progress.clone();
+    let ticker = Ticker::start(
+        g.show_progress() && read_data.is_some(),
+        Box::new(move || {
+            let msg = format!("{}/{} packs", p.packs_done.load(Ordering::Relaxed), p.packs_total.load(Ordering::Relaxed));
+            (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed), msg)
+        }),
+    );
+    let r = check::check(&repo, &CheckOptions { read_data }, &progress)?;
+    drop(ticker);
+    if g.json {
+        output::json(&r)?;
+    } else {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        if !g.quiet {
+            println!(
+                "checked {} snapshots, {} packs, {} blobs{}",
+                r.snapshots,
+                r.packs,
+                r.blobs,
+                if read_data.is_some() { format!("; read {} packs", r.packs_read) } else { String::new() }
+            );
+        }
+    }
+    if r.errors.is_empty() {
+        if !g.json && !g.quiet {
+            println!("no errors found");
+        }
+        Ok(0)
+    } else {
+        eprintln!("salvor: the repository has {} errors; restore what you can with `salvor restore`, and back up again to replace damaged data", r.errors.len());
+        Ok(1)
+    }
+}
+
+/// Arguments of `salvor unlock`.
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no salvor is running).
+    #[arg(long)]
+    remove_all: bool,
+}
+
+/// Runs `salvor unlock`.
+pub fn unlock(g: &GlobalOptions, a: &UnlockArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let n = repo.unlock(a.remove_all)?;
+    if g.json {
+        output::json(&serde_json::json!({ "removed": n }))?;
+    } else if !g.quiet {
+        println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
+    }
+    Ok(0)
+}

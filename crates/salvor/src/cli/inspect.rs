@@ -1,0 +1,208 @@
+//! Read-only commands: `snapshots`, `ls`, `diff`, `stats`.
+
+use std::sync::Arc;
+
+use clap::Args;
+use salvor_engine::backend::FileType;
+use salvor_engine::browse;
+use salvor_engine::format::tree::NodeKind;
+use salvor_engine::repo::BlobReader;
+
+use super::{GlobalOptions, output};
+
+/// Arguments of `salvor snapshots`.
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+/// Lists snapshots.
+pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
+        .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .collect();
+    if g.json {
+        let v: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                let mut v = serde_json::to_value(s).expect("snapshot json");
+                v["id"] = id.to_hex().into();
+                v["short_id"] = id.short().into();
+                v
+            })
+            .collect();
+        output::json(&v)?;
+        return Ok(0);
+    }
+    println!("{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    for (id, s) in &snaps {
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  {}{}",
+            id.short(),
+            output::time(&s.time),
+            s.hostname,
+            s.tags.join(","),
+            output::bytes(s.summary.total_bytes),
+            s.paths.join(" "),
+            if s.partial { "  (partial)" } else { "" }
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(0)
+}
+
+/// Arguments of `salvor ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, prefix or `latest`.
+    snapshot: String,
+    /// Only below this path.
+    path: Option<String>,
+    /// Show mode, owner, size and time.
+    #[arg(short, long)]
+    long: bool,
+}
+
+fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::CharDevice => 'c',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// Lists a snapshot's files.
+pub fn ls(g: &GlobalOptions, a: &LsArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let base = a.path.clone().unwrap_or_else(|| "/".into());
+    let start = browse::find(&reader, &snap.tree, &base)?;
+    let mut entries = Vec::new();
+    let mut visit = |p: &[u8], n: &salvor_engine::format::tree::Node| {
+        let path = String::from_utf8_lossy(p).into_owned();
+        if g.json {
+            entries.push(serde_json::json!({
+                "path": path, "type": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode,
+                "uid": n.uid, "gid": n.gid, "size": n.size, "mtime_ns": n.mtime_ns,
+                "link_target": (!n.link_target.is_empty()).then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
+            }));
+        } else if a.long {
+            let t = jiff::Timestamp::from_nanosecond(i128::from(n.mtime_ns)).map(|t| output::time(&t)).unwrap_or_default();
+            let link = if n.link_target.is_empty() { String::new() } else { format!(" -> {}", String::from_utf8_lossy(&n.link_target)) };
+            println!("{} {:>5} {:>5} {:>12} {t} {path}{link}", mode_string(n.kind, n.mode), n.uid, n.gid, n.size);
+        } else {
+            println!("{path}");
+        }
+        Ok(true)
+    };
+    match start {
+        None => browse::walk(&reader, &snap.tree, b"", &mut visit)?,
+        Some(n) => {
+            let p = format!("/{}", base.trim_matches('/'));
+            visit(p.as_bytes(), &n)?;
+            if let Some(sub) = n.subtree {
+                browse::walk(&reader, &sub, p.as_bytes(), &mut visit)?;
+            }
+        }
+    }
+    if g.json {
+        output::json(&entries)?;
+    }
+    Ok(0)
+}
+
+/// Arguments of `salvor diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    from: String,
+    /// The newer snapshot.
+    to: String,
+}
+
+/// Shows changes between two snapshots.
+pub fn diff(g: &GlobalOptions, a: &DiffArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let (_, s1) = repo.find_snapshot(&a.from)?;
+    let (_, s2) = repo.find_snapshot(&a.to)?;
+    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let d = browse::diff(&reader, &s1.tree, &s2.tree)?;
+    if g.json {
+        output::json(&d)?;
+    } else {
+        for e in &d {
+            println!("{}    {}", e.change, e.path);
+        }
+        let count = |c| d.iter().filter(|e| e.change == c).count();
+        println!("{} added, {} removed, {} modified, {} metadata changed, {} type changed", count('+'), count('-'), count('M'), count('U'), count('T'));
+    }
+    Ok(0)
+}
+
+/// Arguments of `salvor stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Only these snapshots (default: all).
+    snapshots: Vec<String>,
+}
+
+/// Repository size, deduplication and compression.
+pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let all = repo.snapshots()?;
+    let chosen: Vec<_> = if a.snapshots.is_empty() {
+        all
+    } else {
+        a.snapshots.iter().map(|s| repo.find_snapshot(s)).collect::<Result<_, _>>()?
+    };
+    let index = Arc::new(repo.load_index()?);
+    let reader = BlobReader::new(&repo, index.clone());
+    let roots: Vec<_> = chosen.iter().map(|(_, s)| s.tree).collect();
+    let sizes = browse::sizes(&reader, &roots)?;
+    let logical: u64 = chosen.iter().map(|(_, s)| s.summary.total_bytes).sum();
+    let stored: u64 = repo.backend().list(FileType::Pack)?.iter().map(|(_, s)| s).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let v = serde_json::json!({
+        "snapshots": chosen.len(),
+        "logical_bytes": logical,
+        "unique_bytes": sizes.unique_bytes,
+        "unique_blobs": sizes.unique_blobs,
+        "stored_bytes": stored,
+        "dedup_ratio": ratio(logical, sizes.unique_bytes),
+        "compression_ratio": ratio(index.blobs().map(|(_, l)| u64::from(l.length)).sum(), stored),
+        "packs": index.packs().len(),
+    });
+    if g.json {
+        output::json(&v)?;
+    } else {
+        println!("snapshots:         {}", chosen.len());
+        println!("logical size:      {}", output::bytes(logical));
+        println!("unique data:       {} in {} blobs", output::bytes(sizes.unique_bytes), sizes.unique_blobs);
+        println!("stored (all packs): {} in {} packs", output::bytes(stored), index.packs().len());
+        println!("dedup ratio:       {:.2}x", v["dedup_ratio"].as_f64().unwrap_or(0.0));
+        println!("compression ratio: {:.2}x", v["compression_ratio"].as_f64().unwrap_or(0.0));
+    }
+    Ok(0)
+}
