@@ -225,6 +225,104 @@ fn find_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[Str
     Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths))
 }
 
+/// A snapshot made of named streams (stdin, database dumps), each stored as a
+/// file at its path; sources add the manifests that later prove a restore
+/// complete. Nothing is visible until [`StreamBackup::commit`]; dropping the
+/// value instead abandons the run, leaving only unreferenced packs.
+pub struct StreamBackup {
+    run: Run,
+    chunker: Chunker,
+    files: std::collections::BTreeMap<Vec<u8>, Node>,
+    manifests: std::collections::BTreeMap<String, serde_json::Value>,
+    opts: StreamOptions,
+    _lock: crate::repo::lock::LockGuard,
+}
+
+impl StreamBackup {
+    /// Locks the repository (shared) and loads the index.
+    ///
+    /// # Errors
+    /// Lock conflicts, unreadable index.
+    pub fn begin(repo: &Repository, opts: &StreamOptions, progress: Arc<BackupProgress>) -> Result<Self> {
+        let lock = repo.lock(false, "backup")?;
+        let index = Arc::new(repo.load_index()?);
+        Ok(Self {
+            run: Run::new(repo, index, progress),
+            chunker: Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed()),
+            files: Default::default(),
+            manifests: Default::default(),
+            opts: opts.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Stores a whole stream as the file `path` ("db.sql", "pg/main.sql").
+    ///
+    /// # Errors
+    /// An invalid path or a read error: a half-read stream must fail the backup.
+    pub fn add_stream(&mut self, path: &str, reader: impl std::io::Read) -> Result<u64> {
+        let clean: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        if clean.is_empty() || clean.iter().any(|c| *c == "." || *c == "..") {
+            return Err(Error::invalid(format!("invalid stream name {path:?}")).hint("use a plain name such as db.sql"));
+        }
+        let key = clean.join("/").into_bytes();
+        if self.files.contains_key(&key) {
+            return Err(Error::invalid(format!("stream {path:?} added twice")));
+        }
+        let (content, size, _) =
+            self.run.session.store_stream(reader, &self.chunker, Vec::new()).map_err(|e| Error::io("cannot read stream", path, e))?;
+        let mut node = Node::new(clean.last().expect("non-empty").as_bytes().to_vec(), NodeKind::File);
+        node.mode = 0o600;
+        node.size = size;
+        node.mtime_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+        node.content = content;
+        self.run.session.progress.files.fetch_add(1, Ordering::Relaxed);
+        self.files.insert(key, node);
+        Ok(size)
+    }
+
+    /// Records a source's manifest (server version, counts, ...).
+    pub fn add_manifest(&mut self, source: &str, manifest: serde_json::Value) {
+        self.manifests.insert(source.to_string(), manifest);
+    }
+
+    /// Builds the trees, makes everything durable, and writes the snapshot.
+    ///
+    /// # Errors
+    /// Backend failures; no snapshot is written then.
+    pub fn commit(self) -> Result<(SnapshotId, Snapshot)> {
+        let session = &self.run.session;
+        let mut summary = BackupSummary { files_new: self.files.len() as u64, ..Default::default() };
+        summary.total_bytes = self.files.values().map(|n| n.size).sum();
+        let paths: Vec<String> = self.files.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        let root = store_nested(session, self.files.into_iter().collect(), &mut summary.dirs);
+        let mut snap = self.run.snapshot(root, paths, &self.opts.tags, self.opts.host.as_ref(), self.opts.job.as_ref());
+        snap.manifests = self.manifests;
+        self.run.commit(snap, summary)
+    }
+}
+
+/// Stores files keyed by relative path as nested trees; returns the root id.
+fn store_nested(session: &Session, files: Vec<(Vec<u8>, Node)>, dirs: &mut u64) -> BlobId {
+    let mut here: Vec<Node> = Vec::new();
+    let mut sub: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Node)>> = Default::default();
+    for (path, node) in files {
+        match path.iter().position(|b| *b == b'/') {
+            None => here.push(node),
+            Some(i) => sub.entry(path[..i].to_vec()).or_default().push((path[i + 1..].to_vec(), node)),
+        }
+    }
+    for (name, children) in sub {
+        *dirs += 1;
+        let mut d = Node::new(name.clone(), NodeKind::Dir);
+        d.mode = 0o700;
+        d.subtree = Some(store_nested(session, children, dirs));
+        here.push(d);
+    }
+    here.sort_by(|a, b| a.name.cmp(&b.name));
+    session.store(BlobKind::Tree, &crate::format::to_bytes(&Tree { nodes: here }))
+}
+
 /// Backs up one stream (stdin, a dump) as a file named `opts.name`.
 ///
 /// # Errors
@@ -233,22 +331,7 @@ pub fn backup_stream(repo: &Repository, reader: impl std::io::Read, opts: &Strea
     if opts.name.is_empty() || opts.name.contains('/') {
         return Err(Error::invalid(format!("invalid stream name {:?}", opts.name)).hint("use a plain file name, e.g. --stdin-name db.sql"));
     }
-    let _lock = repo.lock(false, "backup --stdin")?;
-    let index = Arc::new(repo.load_index()?);
-    let run = Run::new(repo, index, progress);
-    let chunker = Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed());
-    let (content, size, _) = run
-        .session
-        .store_stream(reader, &chunker, Vec::new())
-        .map_err(|e| Error::io("cannot read stream", &opts.name, e))?;
-    let mut node = Node::new(opts.name.as_bytes().to_vec(), NodeKind::File);
-    node.mode = 0o600;
-    node.size = size;
-    node.mtime_ns = run.time.as_nanosecond() as i64;
-    node.content = content;
-    let tree = Tree { nodes: vec![node] };
-    let root = run.session.store(BlobKind::Tree, &crate::format::to_bytes(&tree));
-    let summary = BackupSummary { files_new: 1, total_bytes: size, ..Default::default() };
-    let snap = run.snapshot(root, vec![opts.name.clone()], &opts.tags, opts.host.as_ref(), opts.job.as_ref());
-    run.commit(snap, summary)
+    let mut b = StreamBackup::begin(repo, opts, progress)?;
+    b.add_stream(&opts.name, reader)?;
+    b.commit()
 }
