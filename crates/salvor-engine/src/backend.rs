@@ -122,6 +122,35 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// A shared backend is a backend, so a caller can keep a handle on a decorator
+/// (e.g. [`fault::FaultyBackend`] in tests) while the repository owns another.
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn location(&self) -> &str {
+        (**self).location()
+    }
+    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+        (**self).list(kind)
+    }
+    fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        (**self).read(kind, name)
+    }
+    fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        (**self).read_range(kind, name, offset, length)
+    }
+    fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        (**self).write(kind, name, data)
+    }
+    fn delete(&self, kind: FileType, name: &str) -> Result<()> {
+        (**self).delete(kind, name)
+    }
+    fn create(&self) -> Result<()> {
+        (**self).create()
+    }
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
+        (**self).exists(kind, name)
+    }
+}
+
 /// Opens the backend for a repository location.
 ///
 /// Accepted forms: a path or `file://PATH` (local), `s3://BUCKET[/PREFIX]`

@@ -266,8 +266,9 @@ impl StreamBackup {
             return Err(Error::invalid(format!("invalid stream name {path:?}")).hint("use a plain name such as db.sql"));
         }
         let key = clean.join("/").into_bytes();
-        if self.files.contains_key(&key) {
-            return Err(Error::invalid(format!("stream {path:?} added twice")));
+        let conflicts = |a: &[u8], b: &[u8]| a == b || (a.starts_with(b) && a.get(b.len()) == Some(&b'/'));
+        if self.files.keys().any(|k| conflicts(k, &key) || conflicts(&key, k)) {
+            return Err(Error::invalid(format!("stream {path:?} clashes with a stream already added")));
         }
         let (content, size, _) =
             self.run.session.store_stream(reader, &self.chunker, Vec::new()).map_err(|e| Error::io("cannot read stream", path, e))?;

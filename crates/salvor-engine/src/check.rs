@@ -209,7 +209,7 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
         let plain = crate::pack::decode_frame(repo.key(), &salt, &loc, ct, &p.id)?;
         for b in &f.blobs {
             let data = plain
-                .get(b.offset as usize..(b.offset + b.length) as usize)
+                .get(b.offset as usize..b.offset as usize + b.length as usize)
                 .ok_or_else(|| Error::corrupt(format!("pack {}: blob {} out of frame bounds", p.id, b.id)))?;
             verify_blob(repo.key(), &b.id, data).map_err(|e| e.context(format!("pack {}", p.id)))?;
             if !index.contains(&b.id) {

@@ -66,7 +66,7 @@ pub fn parse_prefix(data: &[u8], kind: ObjectKind, what: &dyn Fn() -> String) ->
     if data.len() < PREFIX_LEN || &data[..4] != MAGIC {
         return Err(Error::corrupt(format!("{} is not a salvor object (bad magic or truncated)", what())));
     }
-    if data[4] > MAX_READ_VERSION {
+    if data[4] == 0 || data[4] > MAX_READ_VERSION {
         return Err(Error::invalid(format!(
             "{} has format version {}, this salvor reads up to {MAX_READ_VERSION}",
             what(),
@@ -104,14 +104,23 @@ pub fn open(key: &MasterKey, kind: ObjectKind, data: &[u8], what: &dyn Fn() -> S
     decompress(&compressed, what)
 }
 
-/// zstd decompression of a whole frame with a size cap against decompression bombs.
+/// Largest document body accepted (index files of huge repositories stay far below).
+pub const MAX_DOCUMENT: u64 = 1 << 30;
+
+/// zstd decompression of a document, capped against decompression bombs.
 ///
 /// # Errors
-/// When the data is not a valid zstd frame.
+/// When the data is not a valid zstd frame or exceeds [`MAX_DOCUMENT`].
 pub fn decompress(data: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    use std::io::Read;
     let mut out = Vec::new();
-    zstd::stream::copy_decode(data, &mut out)
+    let dec = zstd::stream::Decoder::new(data).map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?;
+    dec.take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut out)
         .map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?;
+    if out.len() as u64 > MAX_DOCUMENT {
+        return Err(Error::corrupt(format!("{} is larger than {MAX_DOCUMENT} bytes", what())));
+    }
     Ok(out)
 }
 

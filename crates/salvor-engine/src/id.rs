@@ -95,7 +95,7 @@ define_id!(
     KeyId
 );
 
-/// A random 32-byte id for objects named before their content exists (locks, repositories).
+/// A random 32-byte hex id (repository ids).
 pub fn random_hex() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)

@@ -97,6 +97,11 @@ impl Repository {
         let plain = format::open(&key, ObjectKind::Config, &config_bytes, &|| "config".into())?;
         let config: RepoConfig = serde_json::from_slice(&plain)
             .map_err(|e| Error::corrupt(format!("config does not decode: {e}")))?;
+        config.file_chunker.validate()?;
+        config.stream_chunker.validate()?;
+        if config.frame_target == 0 || config.pack_target == 0 {
+            return Err(Error::corrupt("config has zero frame or pack size"));
+        }
         if config.version > format::MAX_READ_VERSION {
             return Err(Error::invalid(format!(
                 "repository format version {} is newer than this salvor reads ({})",
@@ -134,6 +139,9 @@ impl Repository {
     /// Missing or corrupt object.
     pub fn read_doc(&self, ft: FileType, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let data = self.backend.read(ft, name)?;
+        if blake3::hash(&data).to_hex().as_str() != name {
+            return Err(Error::corrupt(format!("{} {name} does not match its name (damaged, or renamed)", ft.noun())));
+        }
         format::open(&self.key, kind, &data, &|| format!("{} {name}", ft.noun()))
     }
 

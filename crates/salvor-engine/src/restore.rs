@@ -247,7 +247,7 @@ fn restore_pack(
         let mut verified: Option<crate::id::BlobId> = None;
         for (id, t) in targets {
             let data = plain
-                .get(t.blob_offset as usize..(t.blob_offset + t.length) as usize)
+                .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
                 .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame in pack {}", info.id)))?;
             if verified != Some(id) {
                 verify_blob(reader.repo().key(), &id, data)?;

@@ -74,7 +74,7 @@ pub struct GlobalOptions {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a new repository.
-    Init,
+    Init(InitArgs),
     /// Back up files and directories, or a stream from stdin.
     Backup(backup::BackupArgs),
     /// List snapshots.
@@ -160,7 +160,7 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Command::Init => init(g),
+        Command::Init(a) => init(g, &a),
         Command::Backup(a) => backup::run(g, &a),
         Command::Snapshots(a) => inspect::snapshots(g, &a),
         Command::Ls(a) => inspect::ls(g, &a),
@@ -194,10 +194,39 @@ impl GlobalOptions {
     }
 }
 
-fn init(g: &GlobalOptions) -> anyhow::Result<i32> {
+/// Arguments of `salvor init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Average chunk size for files, e.g. 512K (fixed for the repository's life).
+    #[arg(long, value_parser = parse_size)]
+    file_chunk_size: Option<u32>,
+    /// Average chunk size for streams and dumps, e.g. 16K: smaller finds more
+    /// unchanged data between two days' dumps.
+    #[arg(long, value_parser = parse_size)]
+    stream_chunk_size: Option<u32>,
+}
+
+/// Parses `4096`, `16K`, `1M`.
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u32>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("invalid size {s:?} (use e.g. 16K or 1M)"))
+}
+
+fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
     let backend = salvor_engine::backend::open_url(g.location()?)?;
+    let mut opts = salvor_engine::repo::InitOptions::default();
+    if let Some(avg) = a.file_chunk_size {
+        opts.config.file_chunker = salvor_engine::format::config::ChunkerParams::around(avg)?;
+    }
+    if let Some(avg) = a.stream_chunk_size {
+        opts.config.stream_chunker = salvor_engine::format::config::ChunkerParams::around(avg)?;
+    }
     let pw = password::get(g, true)?;
-    let repo = Repository::init(backend, pw.as_bytes(), &Default::default())?;
+    let repo = Repository::init(backend, pw.as_bytes(), &opts)?;
     if g.json {
         output::json(&serde_json::json!({ "id": repo.config().id, "location": g.location()? }))?;
     } else if !g.quiet {

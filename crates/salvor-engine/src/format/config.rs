@@ -32,6 +32,29 @@ pub struct RepoConfig {
     pub compression_level: i32,
 }
 
+impl ChunkerParams {
+    /// Parameters around an average size: min = avg/4, max = avg*4.
+    ///
+    /// # Errors
+    /// An average outside 1 KiB..=8 MiB.
+    pub fn around(avg: u32) -> crate::Result<Self> {
+        let p = Self { min: avg / 4, avg, max: avg.saturating_mul(4) };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the bounds FastCDC needs.
+    ///
+    /// # Errors
+    /// Values out of range or out of order.
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(1024..=8 << 20).contains(&self.avg) || self.min < 64 || self.min > self.avg || self.avg > self.max || self.max > 64 << 20 {
+            return Err(crate::Error::invalid(format!("invalid chunk sizes {self:?}")).hint("use an average between 1 KiB and 8 MiB"));
+        }
+        Ok(())
+    }
+}
+
 impl RepoConfig {
     /// Defaults chosen by benchmark (see `bench/README.md`).
     pub fn new_default() -> Self {

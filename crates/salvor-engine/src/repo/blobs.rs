@@ -82,8 +82,30 @@ impl BlobReader {
     /// As [`BlobReader::read_blob`], plus decoding failures.
     pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let data = self.read_blob(id)?;
-        format::from_bytes(&data, &|| format!("tree {id}"))
+        let tree: Tree = format::from_bytes(&data, &|| format!("tree {id}"))?;
+        validate_tree(id, &tree)?;
+        Ok(tree)
     }
+}
+
+/// Rejects names that could escape a restore target or confuse lookups:
+/// empty, `.`, `..`, containing `/` or NUL, or not strictly sorted (duplicates).
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] naming the tree.
+pub fn validate_tree(id: &BlobId, tree: &Tree) -> Result<()> {
+    let mut prev: Option<&[u8]> = None;
+    for n in &tree.nodes {
+        let name = n.name.as_slice();
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            return Err(Error::corrupt(format!("tree {id} holds an unsafe file name {:?}", n.name_lossy())));
+        }
+        if prev.is_some_and(|p| p >= name) {
+            return Err(Error::corrupt(format!("tree {id} is not sorted or repeats the name {:?}", n.name_lossy())));
+        }
+        prev = Some(name);
+    }
+    Ok(())
 }
 
 /// Checks that `data` hashes to `id` under the repository key.

@@ -66,8 +66,13 @@ fn parse(name: &str, bytes: &[u8]) -> Result<KeyFile> {
 }
 
 fn try_key(file: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
-    if file.kdf != "argon2id" {
-        return Err(Error::corrupt(format!("unknown key derivation {:?}", file.kdf)));
+    if file.version != 1 || file.kdf != "argon2id" {
+        return Err(Error::corrupt(format!("unsupported key file (version {}, kdf {:?})", file.version, file.kdf)));
+    }
+    // Key files are not authenticated: bound the cost a forged one can demand.
+    let p = file.kdf_params;
+    if p.memory_kib > 4 * 1024 * 1024 || p.iterations > 64 || p.parallelism > 16 {
+        return Err(Error::corrupt(format!("key file demands excessive argon2 cost {p:?}")));
     }
     let salt = B64.decode(&file.salt).map_err(|_| Error::corrupt("key salt is not base64"))?;
     let wrapped = B64.decode(&file.wrapped).map_err(|_| Error::corrupt("wrapped key is not base64"))?;

@@ -58,11 +58,16 @@ impl Repository {
     pub fn locks(&self) -> Result<Vec<(String, LockFile)>> {
         let mut out = Vec::new();
         for (name, _) in self.backend().list(FileType::Lock)? {
-            // A lock removed between list and read is simply gone.
-            let Ok(plain) = self.read_doc(FileType::Lock, ObjectKind::Lock, &name) else { continue };
-            if let Ok(l) = serde_json::from_slice::<LockFile>(&plain) {
-                out.push((name, l));
-            }
+            // A lock removed between list and read is simply gone; any other
+            // failure must not be mistaken for "no lock".
+            let plain = match self.read_doc(FileType::Lock, ObjectKind::Lock, &name) {
+                Ok(p) => p,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.context(format!("cannot read lock {name}"))),
+            };
+            let l = serde_json::from_slice::<LockFile>(&plain)
+                .map_err(|e| Error::corrupt(format!("lock {name} does not decode: {e}")).hint("remove it with `salvor unlock --remove-all` once no salvor runs"))?;
+            out.push((name, l));
         }
         Ok(out)
     }
