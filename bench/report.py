@@ -177,9 +177,11 @@ def main():
         out.append("")
     notes = list(meta.get("notes") or [])
     try:
-        ls = float((meta.get("loadavg_start") or "0").split()[0])
-        if meta.get("cpus") and ls > 0.5 * meta["cpus"]:
-            notes.append("load average was %s at start on %d CPUs: timings may be noisy" % (meta["loadavg_start"], meta["cpus"]))
+        l1 = float((meta.get("loadavg_start") or "0").split()[0])
+        l2 = float((meta.get("loadavg_end") or "0").split()[0])
+        if meta.get("cpus") and max(l1, l2) > 0.5 * meta["cpus"]:
+            notes.append("1-min load average was %.2f at start and %.2f at the end on %d CPUs (includes this run's own load): "
+                         "timings may be noisy" % (l1, l2, meta["cpus"]))
     except ValueError:
         pass
     if meta.get("versions"):
@@ -226,7 +228,9 @@ def evaluate_targets(agg, peers):
             res.append((name, None, "not measured"))
             return
         r = bt[0] / sv["wall_s"] if sv["wall_s"] else float("inf")
-        res.append((name, r >= factor and not sv["failed_runs"], "x%.2f vs %s (%.2fs vs %.2fs)" % (r, bt[1], sv["wall_s"], bt[0])))
+        good = sv["verify"] in ("", "ok")
+        res.append((name, r >= factor and not sv["failed_runs"] and good,
+                    "x%.2f vs %s (%.2fs vs %.2fs)%s" % (r, bt[1], sv["wall_s"], bt[0], "" if good else ", restore verify FAILED")))
 
     speed("tree-first", 1.5, TARGET_NAMES[0])
     sv, bs = S.get("tree-first"), best_peer(agg, "tree-first", "repo_after_b", peers)

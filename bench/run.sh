@@ -381,9 +381,13 @@ verify_step() { # after a restore step: compare with what was backed up last
       [ "$VERIFY" = 1 ] || return 0
       local expect=$CORPUS/tree root=""
       [ "$TREE_SNAP_NAME" = tree3 ] && expect=$CORPUS/tree2
-      local cand
-      for cand in "$RUN_DIR/restore$LIVE" "$RUN_DIR/restore/$(basename "$LIVE")" "$RUN_DIR/restore"; do
-        if [ -d "$cand" ]; then root=$cand; break; fi
+      # where the tool put it: T/<absolute path> (restic, borg, rustic), T itself (bupstash),
+      # or wherever the first top-level entry of the tree turns up
+      local cand first found
+      first=$(cd "$expect" && find . -mindepth 1 -maxdepth 1 -printf '%f\n' | LC_ALL=C sort | head -n1 || true)
+      found=$(find "$RUN_DIR/restore" -maxdepth 12 -name "$first" -print -quit 2>/dev/null || true)
+      for cand in "$RUN_DIR/restore$LIVE" "$RUN_DIR/restore/$(basename "$LIVE")" "${found%/*}" "$RUN_DIR/restore"; do
+        if [ -n "$cand" ] && [ -d "$cand" ]; then root=$cand; break; fi
       done
       if diff -r --no-dereference -q "$expect" "$root" > "$RUN_DIR/verify.log" 2>&1; then STEP_VERIFY=ok
       else

@@ -97,6 +97,17 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Backend failures (full disk, permissions, network).
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// Like [`Backend::write`], taking ownership so providers can avoid a copy.
+    ///
+    /// # Errors
+    /// As [`Backend::write`].
+    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write(kind, name, &data)
+    }
+    /// Parallel writes worth running (local disks gain nothing from more than one).
+    fn connections(&self) -> usize {
+        2
+    }
     /// Removes an object; missing is fine.
     ///
     /// # Errors
@@ -140,6 +151,12 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         (**self).write(kind, name, data)
     }
+    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        (**self).write_owned(kind, name, data)
+    }
+    fn connections(&self) -> usize {
+        (**self).connections()
+    }
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
         (**self).delete(kind, name)
     }
@@ -162,7 +179,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 /// [`ErrorKind::InvalidInput`] for an unknown scheme or malformed URL.
 pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
     if url.is_empty() {
-        return Err(Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO"));
+        return Err(
+            Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
+        );
     }
     Ok(Box::new(opendal::OpendalBackend::from_url(url)?))
 }

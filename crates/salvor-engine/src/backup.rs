@@ -28,7 +28,7 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::{BackupSummary, Snapshot};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
-use crate::index::{Index, IdSet};
+use crate::index::{IdSet, Index};
 use crate::pack::{Packer, Uploader};
 use crate::repo::{BlobReader, Repository};
 
@@ -96,7 +96,11 @@ impl Session {
     pub fn store(&self, kind: BlobKind, data: &[u8]) -> BlobId {
         let id = self.repo.key().blob_id(data);
         if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
-            let p = if kind == BlobKind::Tree { &self.trees } else { &self.data };
+            let p = if kind == BlobKind::Tree {
+                &self.trees
+            } else {
+                &self.data
+            };
             p.add(kind, id, data);
         }
         id
@@ -108,13 +112,20 @@ impl Session {
     }
 
     /// Chunks and stores a whole reader; returns (content ids, bytes).
-    pub fn store_stream(&self, reader: impl std::io::Read, chunker: &Chunker, buf: Vec<u8>) -> std::io::Result<(Vec<BlobId>, u64, Vec<u8>)> {
+    pub fn store_stream(
+        &self,
+        reader: impl std::io::Read,
+        chunker: &Chunker,
+        buf: Vec<u8>,
+    ) -> std::io::Result<(Vec<BlobId>, u64, Vec<u8>)> {
         let mut cr = crate::chunker::ChunkReader::new(reader, chunker, buf);
         let mut ids = Vec::new();
         let mut size = 0u64;
         while let Some(chunk) = cr.next_chunk()? {
             size += chunk.len() as u64;
-            self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             ids.push(self.store(BlobKind::Data, chunk));
         }
         self.bytes_read.fetch_add(size, Ordering::Relaxed);
@@ -130,23 +141,37 @@ struct Run {
 }
 
 impl Run {
-    fn new(repo: &Repository, index: Arc<Index>, progress: Arc<BackupProgress>) -> Self {
-        let uploader = Uploader::new(repo, 2);
+    fn new(
+        repo: &Repository,
+        index: Arc<Index>,
+        progress: Arc<BackupProgress>,
+        level: i32,
+    ) -> Self {
+        let uploader = Uploader::new(repo, repo.backend().connections());
         let session = Arc::new(Session {
             repo: repo.clone(),
             index,
             in_flight: Mutex::new(IdSet::default()),
-            data: Packer::new(repo, &uploader),
-            trees: Packer::new(repo, &uploader),
+            data: Packer::new(repo, &uploader, level),
+            trees: Packer::new(repo, &uploader, repo.config().compression_level),
             progress,
             bytes_read: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
         });
-        Self { session, uploader, start: Instant::now(), time: jiff::Timestamp::now() }
+        Self {
+            session,
+            uploader,
+            start: Instant::now(),
+            time: jiff::Timestamp::now(),
+        }
     }
 
     /// Flushes packs, then index, then writes the snapshot: the commit point.
-    fn commit(self, mut snap: Snapshot, mut summary: BackupSummary) -> Result<(SnapshotId, Snapshot)> {
+    fn commit(
+        self,
+        mut snap: Snapshot,
+        mut summary: BackupSummary,
+    ) -> Result<(SnapshotId, Snapshot)> {
         let data = self.session.data.finish()?;
         let trees = self.session.trees.finish()?;
         self.uploader.finish()?;
@@ -163,7 +188,14 @@ impl Run {
         Ok((id, snap))
     }
 
-    fn snapshot(&self, tree: BlobId, paths: Vec<String>, tags: &[String], host: Option<&String>, job: Option<&String>) -> Snapshot {
+    fn snapshot(
+        &self,
+        tree: BlobId,
+        paths: Vec<String>,
+        tags: &[String],
+        host: Option<&String>,
+        job: Option<&String>,
+    ) -> Snapshot {
         Snapshot {
             time: self.time,
             hostname: host.cloned().unwrap_or_else(crate::repo::keys::hostname),
@@ -186,9 +218,15 @@ impl Run {
 /// # Errors
 /// Fatal errors only (backend, repository, no readable path). Unreadable
 /// files are warnings recorded in the summary; the snapshot is then `partial`.
-pub fn backup_paths(repo: &Repository, opts: &BackupOptions, progress: Arc<BackupProgress>) -> Result<(SnapshotId, Snapshot)> {
+pub fn backup_paths(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<BackupProgress>,
+) -> Result<(SnapshotId, Snapshot)> {
     if opts.paths.is_empty() {
-        return Err(Error::invalid("nothing to back up").hint("name at least one path, or use --stdin"));
+        return Err(
+            Error::invalid("nothing to back up").hint("name at least one path, or use --stdin")
+        );
     }
     let excludes = ExcludeSet::new(&opts.excludes)?;
     let mut paths = Vec::new();
@@ -201,28 +239,61 @@ pub fn backup_paths(repo: &Repository, opts: &BackupOptions, progress: Arc<Backu
     paths.dedup();
     let _lock = repo.lock(false, "backup")?;
     let index = Arc::new(repo.load_index()?);
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let host = opts.host.clone().unwrap_or_else(crate::repo::keys::hostname);
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let host = opts
+        .host
+        .clone()
+        .unwrap_or_else(crate::repo::keys::hostname);
     let parent = find_parent(repo, opts, &host, &path_strings)?;
     let reader = Arc::new(BlobReader::new(repo, index.clone()));
     let parent_tree = match &parent {
         Some((_, s)) if !opts.force => Some(reader.read_tree(&s.tree)?),
         _ => None,
     };
-    let run = Run::new(repo, index, progress);
+    let run = Run::new(repo, index, progress, repo.config().compression_level);
     let chunker = Chunker::new(repo.config().file_chunker, repo.key().chunker_seed());
-    let threads = if opts.read_threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get().max(2)) } else { opts.read_threads };
-    let (root, summary) = builder::build(&run.session, &reader, &chunker, &paths, &excludes, parent_tree, threads)?;
-    let mut snap = run.snapshot(root, path_strings, &opts.tags, Some(&host), opts.job.as_ref());
+    let threads = if opts.read_threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    } else {
+        opts.read_threads
+    };
+    let (root, summary) = builder::build(
+        &run.session,
+        &reader,
+        &chunker,
+        &paths,
+        &excludes,
+        parent_tree,
+        threads,
+    )?;
+    let mut snap = run.snapshot(
+        root,
+        path_strings,
+        &opts.tags,
+        Some(&host),
+        opts.job.as_ref(),
+    );
     snap.parent = parent.map(|(id, _)| id);
     run.commit(snap, summary)
 }
 
-fn find_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     if let Some(id) = &opts.parent {
         return Ok(Some((*id, repo.read_snapshot(id)?)));
     }
-    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths))
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.hostname == host && s.paths == paths))
 }
 
 /// A snapshot made of named streams (stdin, database dumps), each stored as a
@@ -243,11 +314,20 @@ impl StreamBackup {
     ///
     /// # Errors
     /// Lock conflicts, unreadable index.
-    pub fn begin(repo: &Repository, opts: &StreamOptions, progress: Arc<BackupProgress>) -> Result<Self> {
+    pub fn begin(
+        repo: &Repository,
+        opts: &StreamOptions,
+        progress: Arc<BackupProgress>,
+    ) -> Result<Self> {
         let lock = repo.lock(false, "backup")?;
         let index = Arc::new(repo.load_index()?);
         Ok(Self {
-            run: Run::new(repo, index, progress),
+            run: Run::new(
+                repo,
+                index,
+                progress,
+                repo.config().stream_compression_level,
+            ),
             chunker: Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed()),
             files: Default::default(),
             manifests: Default::default(),
@@ -263,21 +343,39 @@ impl StreamBackup {
     pub fn add_stream(&mut self, path: &str, reader: impl std::io::Read) -> Result<u64> {
         let clean: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         if clean.is_empty() || clean.iter().any(|c| *c == "." || *c == "..") {
-            return Err(Error::invalid(format!("invalid stream name {path:?}")).hint("use a plain name such as db.sql"));
+            return Err(Error::invalid(format!("invalid stream name {path:?}"))
+                .hint("use a plain name such as db.sql"));
         }
         let key = clean.join("/").into_bytes();
-        let conflicts = |a: &[u8], b: &[u8]| a == b || (a.starts_with(b) && a.get(b.len()) == Some(&b'/'));
-        if self.files.keys().any(|k| conflicts(k, &key) || conflicts(&key, k)) {
-            return Err(Error::invalid(format!("stream {path:?} clashes with a stream already added")));
+        let conflicts =
+            |a: &[u8], b: &[u8]| a == b || (a.starts_with(b) && a.get(b.len()) == Some(&b'/'));
+        if self
+            .files
+            .keys()
+            .any(|k| conflicts(k, &key) || conflicts(&key, k))
+        {
+            return Err(Error::invalid(format!(
+                "stream {path:?} clashes with a stream already added"
+            )));
         }
-        let (content, size, _) =
-            self.run.session.store_stream(reader, &self.chunker, Vec::new()).map_err(|e| Error::io("cannot read stream", path, e))?;
-        let mut node = Node::new(clean.last().expect("non-empty").as_bytes().to_vec(), NodeKind::File);
+        let (content, size, _) = self
+            .run
+            .session
+            .store_stream(reader, &self.chunker, Vec::new())
+            .map_err(|e| Error::io("cannot read stream", path, e))?;
+        let mut node = Node::new(
+            clean.last().expect("non-empty").as_bytes().to_vec(),
+            NodeKind::File,
+        );
         node.mode = 0o600;
         node.size = size;
         node.mtime_ns = jiff::Timestamp::now().as_nanosecond() as i64;
         node.content = content;
-        self.run.session.progress.files.fetch_add(1, Ordering::Relaxed);
+        self.run
+            .session
+            .progress
+            .files
+            .fetch_add(1, Ordering::Relaxed);
         self.files.insert(key, node);
         Ok(size)
     }
@@ -293,11 +391,24 @@ impl StreamBackup {
     /// Backend failures; no snapshot is written then.
     pub fn commit(self) -> Result<(SnapshotId, Snapshot)> {
         let session = &self.run.session;
-        let mut summary = BackupSummary { files_new: self.files.len() as u64, ..Default::default() };
+        let mut summary = BackupSummary {
+            files_new: self.files.len() as u64,
+            ..Default::default()
+        };
         summary.total_bytes = self.files.values().map(|n| n.size).sum();
-        let paths: Vec<String> = self.files.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        let paths: Vec<String> = self
+            .files
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
         let root = store_nested(session, self.files.into_iter().collect(), &mut summary.dirs);
-        let mut snap = self.run.snapshot(root, paths, &self.opts.tags, self.opts.host.as_ref(), self.opts.job.as_ref());
+        let mut snap = self.run.snapshot(
+            root,
+            paths,
+            &self.opts.tags,
+            self.opts.host.as_ref(),
+            self.opts.job.as_ref(),
+        );
         snap.manifests = self.manifests;
         self.run.commit(snap, summary)
     }
@@ -310,7 +421,10 @@ fn store_nested(session: &Session, files: Vec<(Vec<u8>, Node)>, dirs: &mut u64) 
     for (path, node) in files {
         match path.iter().position(|b| *b == b'/') {
             None => here.push(node),
-            Some(i) => sub.entry(path[..i].to_vec()).or_default().push((path[i + 1..].to_vec(), node)),
+            Some(i) => sub
+                .entry(path[..i].to_vec())
+                .or_default()
+                .push((path[i + 1..].to_vec(), node)),
         }
     }
     for (name, children) in sub {
@@ -321,16 +435,27 @@ fn store_nested(session: &Session, files: Vec<(Vec<u8>, Node)>, dirs: &mut u64) 
         here.push(d);
     }
     here.sort_by(|a, b| a.name.cmp(&b.name));
-    session.store(BlobKind::Tree, &crate::format::to_bytes(&Tree { nodes: here }))
+    session.store(
+        BlobKind::Tree,
+        &crate::format::to_bytes(&Tree { nodes: here }),
+    )
 }
 
 /// Backs up one stream (stdin, a dump) as a file named `opts.name`.
 ///
 /// # Errors
 /// Read errors of the stream are fatal: a half-read dump must not look complete.
-pub fn backup_stream(repo: &Repository, reader: impl std::io::Read, opts: &StreamOptions, progress: Arc<BackupProgress>) -> Result<(SnapshotId, Snapshot)> {
+pub fn backup_stream(
+    repo: &Repository,
+    reader: impl std::io::Read,
+    opts: &StreamOptions,
+    progress: Arc<BackupProgress>,
+) -> Result<(SnapshotId, Snapshot)> {
     if opts.name.is_empty() || opts.name.contains('/') {
-        return Err(Error::invalid(format!("invalid stream name {:?}", opts.name)).hint("use a plain file name, e.g. --stdin-name db.sql"));
+        return Err(
+            Error::invalid(format!("invalid stream name {:?}", opts.name))
+                .hint("use a plain file name, e.g. --stdin-name db.sql"),
+        );
     }
     let mut b = StreamBackup::begin(repo, opts, progress)?;
     b.add_stream(&opts.name, reader)?;

@@ -35,14 +35,28 @@ pub enum Subset {
 impl std::str::FromStr for Subset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid(format!("invalid subset {s:?}")).hint("use a percentage like 10% or a part like 1/5");
+        let bad = || {
+            Error::invalid(format!("invalid subset {s:?}"))
+                .hint("use a percentage like 10% or a part like 1/5")
+        };
         if let Some(p) = s.strip_suffix('%') {
             let v: f64 = p.trim().parse().map_err(|_| bad())?;
-            return if v > 0.0 && v <= 100.0 { Ok(Self::Percent(v)) } else { Err(bad()) };
+            return if v > 0.0 && v <= 100.0 {
+                Ok(Self::Percent(v))
+            } else {
+                Err(bad())
+            };
         }
         let (n, m) = s.split_once('/').ok_or_else(bad)?;
-        let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
-        if n == 0 || m == 0 || n > m { Err(bad()) } else { Ok(Self::Part(n, m)) }
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || m == 0 || n > m {
+            Err(bad())
+        } else {
+            Ok(Self::Part(n, m))
+        }
     }
 }
 
@@ -98,7 +112,11 @@ pub struct CheckResults {
 /// # Errors
 /// Only failures that stop the check itself (backend unreachable); damage
 /// is reported in [`CheckResults::errors`].
-pub fn check(repo: &Repository, opts: &CheckOptions, progress: &CheckProgress) -> Result<CheckResults> {
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Result<CheckResults> {
     let _lock = repo.lock(false, "check")?;
     let mut r = CheckResults::default();
     let mut index = Index::default();
@@ -114,14 +132,22 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &CheckProgress) -
     let stored: HashMap<String, u64> = repo.backend().list(FileType::Pack)?.into_iter().collect();
     for p in index.packs() {
         match stored.get(&p.id.to_hex()) {
-            None => r.errors.push(format!("pack {} is in the index but missing from storage", p.id)),
-            Some(&s) if s != p.size => r.errors.push(format!("pack {} has {s} bytes, the index says {}", p.id, p.size)),
+            None => r.errors.push(format!(
+                "pack {} is in the index but missing from storage",
+                p.id
+            )),
+            Some(&s) if s != p.size => r.errors.push(format!(
+                "pack {} has {s} bytes, the index says {}",
+                p.id, p.size
+            )),
             _ => {}
         }
     }
     for name in stored.keys() {
         if PackId::from_hex(name).map_or(true, |id| !index.has_pack(&id)) {
-            r.warnings.push(format!("pack {name} is not in any index (left by an interrupted backup; harmless)"));
+            r.warnings.push(format!(
+                "pack {name} is not in any index (left by an interrupted backup; harmless)"
+            ));
         }
     }
     check_snapshots(repo, &index, &mut r)?;
@@ -135,13 +161,14 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
     let reader = BlobReader::new(repo, index.clone());
     let mut seen: IdSet<BlobId> = IdSet::default();
     for (name, _) in repo.backend().list(FileType::Snapshot)? {
-        let snap = match crate::id::SnapshotId::from_hex(&name).and_then(|id| repo.read_snapshot(&id)) {
-            Ok(s) => s,
-            Err(e) => {
-                r.errors.push(format!("snapshot {name}: {e}"));
-                continue;
-            }
-        };
+        let snap =
+            match crate::id::SnapshotId::from_hex(&name).and_then(|id| repo.read_snapshot(&id)) {
+                Ok(s) => s,
+                Err(e) => {
+                    r.errors.push(format!("snapshot {name}: {e}"));
+                    continue;
+                }
+            };
         r.snapshots += 1;
         let short = &name[..8];
         let mut stack = vec![(snap.tree, String::from("/"))];
@@ -152,7 +179,8 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
             let t = match reader.read_tree(&tree) {
                 Ok(t) => t,
                 Err(e) => {
-                    r.errors.push(format!("snapshot {short}: tree of {path}: {e}"));
+                    r.errors
+                        .push(format!("snapshot {short}: tree of {path}: {e}"));
                     continue;
                 }
             };
@@ -160,11 +188,15 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                 let p = format!("{}{}", path, n.name_lossy());
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(s)) => stack.push((s, format!("{p}/"))),
-                    (NodeKind::Dir, None) => r.errors.push(format!("snapshot {short}: directory {p} has no tree")),
+                    (NodeKind::Dir, None) => r
+                        .errors
+                        .push(format!("snapshot {short}: directory {p} has no tree")),
                     _ => {}
                 }
                 for id in n.content.iter().filter(|id| !index.contains(id)) {
-                    r.errors.push(format!("snapshot {short}: blob {id} of {p} is not in the index"));
+                    r.errors.push(format!(
+                        "snapshot {short}: blob {id} of {p} is not in the index"
+                    ));
                 }
             }
         }
@@ -172,10 +204,25 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
     Ok(())
 }
 
-fn read_packs(repo: &Repository, index: &Arc<Index>, subset: Subset, progress: &CheckProgress, r: &mut CheckResults) {
-    let packs: Vec<_> = index.packs().iter().filter(|p| subset.selects(&p.id)).copied().collect();
-    progress.packs_total.store(packs.len() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(packs.iter().map(|p| p.size).sum(), Ordering::Relaxed);
+fn read_packs(
+    repo: &Repository,
+    index: &Arc<Index>,
+    subset: Subset,
+    progress: &CheckProgress,
+    r: &mut CheckResults,
+) {
+    let packs: Vec<_> = index
+        .packs()
+        .iter()
+        .filter(|p| subset.selects(&p.id))
+        .copied()
+        .collect();
+    progress
+        .packs_total
+        .store(packs.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(packs.iter().map(|p| p.size).sum(), Ordering::Relaxed);
     let errors: Vec<String> = packs
         .par_iter()
         .filter_map(|p| {
@@ -193,7 +240,10 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
     let data = repo.backend().read(FileType::Pack, &p.id.to_hex())?;
     let (salt, header) = crate::pack::read_header(repo.key(), &p.id, &data)?;
     if salt != p.salt {
-        return Err(Error::corrupt(format!("pack {}: salt differs from the index", p.id)));
+        return Err(Error::corrupt(format!(
+            "pack {}: salt differs from the index",
+            p.id
+        )));
     }
     for (nonce, f) in header.frames.iter().enumerate() {
         let loc = crate::index::FrameLocation {
@@ -205,15 +255,23 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
             compression: f.compression,
         };
         let end = (f.offset + u64::from(f.length)) as usize;
-        let ct = data.get(f.offset as usize..end).ok_or_else(|| Error::corrupt(format!("pack {}: frame {nonce} out of bounds", p.id)))?;
+        let ct = data
+            .get(f.offset as usize..end)
+            .ok_or_else(|| Error::corrupt(format!("pack {}: frame {nonce} out of bounds", p.id)))?;
         let plain = crate::pack::decode_frame(repo.key(), &salt, &loc, ct, &p.id)?;
         for b in &f.blobs {
             let data = plain
                 .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| Error::corrupt(format!("pack {}: blob {} out of frame bounds", p.id, b.id)))?;
-            verify_blob(repo.key(), &b.id, data).map_err(|e| e.context(format!("pack {}", p.id)))?;
+                .ok_or_else(|| {
+                    Error::corrupt(format!("pack {}: blob {} out of frame bounds", p.id, b.id))
+                })?;
+            verify_blob(repo.key(), &b.id, data)
+                .map_err(|e| e.context(format!("pack {}", p.id)))?;
             if !index.contains(&b.id) {
-                return Err(Error::corrupt(format!("pack {}: blob {} is missing from the index", p.id, b.id)));
+                return Err(Error::corrupt(format!(
+                    "pack {}: blob {} is missing from the index",
+                    p.id, b.id
+                )));
             }
         }
     }

@@ -27,7 +27,12 @@ impl Chunker {
     pub fn new(params: ChunkerParams, seed: u64) -> Self {
         let (mask_s, mask_l) = select_masks(params.avg as usize, Normalization::Level1);
         let (g, gls) = get_gear_with_seed(seed);
-        Self { params, mask_s, mask_l, gear: Arc::new((g.into_owned(), gls.into_owned())) }
+        Self {
+            params,
+            mask_s,
+            mask_l,
+            gear: Arc::new((g.into_owned(), gls.into_owned())),
+        }
     }
 
     /// The size parameters.
@@ -74,7 +79,15 @@ impl<'c, R: Read> ChunkReader<'c, R> {
     pub fn new(reader: R, chunker: &'c Chunker, mut buf: Vec<u8>) -> Self {
         let want = (chunker.params.max as usize * 4).max(1 << 20);
         buf.resize(want, 0);
-        Self { reader, chunker, buf, start: 0, end: 0, eof: false, bytes_read: 0 }
+        Self {
+            reader,
+            chunker,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+            bytes_read: 0,
+        }
     }
 
     /// Returns the buffer for reuse.
@@ -110,7 +123,10 @@ impl<'c, R: Read> ChunkReader<'c, R> {
         if !self.eof && self.end - self.start < self.chunker.params.max as usize {
             self.fill()?;
         }
-        match self.chunker.next_cut(&self.buf[self.start..self.end], self.eof) {
+        match self
+            .chunker
+            .next_cut(&self.buf[self.start..self.end], self.eof)
+        {
             None => Ok(None),
             Some(len) => {
                 let s = self.start;
@@ -126,7 +142,11 @@ mod tests {
     use super::*;
 
     fn params() -> ChunkerParams {
-        ChunkerParams { min: 2048, avg: 8192, max: 32768 }
+        ChunkerParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        }
     }
 
     fn data(n: usize) -> Vec<u8> {
@@ -157,7 +177,11 @@ mod tests {
         let cs = chunks(&c, &d);
         assert_eq!(cs.concat(), d);
         for ch in &cs[..cs.len() - 1] {
-            assert!(ch.len() >= 2048 && ch.len() <= 32768, "chunk of {}", ch.len());
+            assert!(
+                ch.len() >= 2048 && ch.len() <= 32768,
+                "chunk of {}",
+                ch.len()
+            );
         }
         let avg = d.len() / cs.len();
         assert!((4096..20000).contains(&avg), "average {avg}");
@@ -173,12 +197,19 @@ mod tests {
         let a: std::collections::HashSet<_> = chunks(&c, &d).into_iter().collect();
         let b = chunks(&c, &e);
         let shared = b.iter().filter(|x| a.contains(*x)).count();
-        assert!(shared + 3 >= b.len(), "{shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
     }
 
     #[test]
     fn seed_changes_boundaries() {
         let d = data(1 << 20);
-        assert_ne!(chunks(&Chunker::new(params(), 1), &d), chunks(&Chunker::new(params(), 2), &d));
+        assert_ne!(
+            chunks(&Chunker::new(params(), 1), &d),
+            chunks(&Chunker::new(params(), 2), &d)
+        );
     }
 }

@@ -62,9 +62,16 @@ pub fn new_prefix(kind: ObjectKind) -> ([u8; PREFIX_LEN], [u8; SALT_LEN]) {
 ///
 /// # Errors
 /// When the magic, version or kind do not match.
-pub fn parse_prefix(data: &[u8], kind: ObjectKind, what: &dyn Fn() -> String) -> Result<[u8; SALT_LEN]> {
+pub fn parse_prefix(
+    data: &[u8],
+    kind: ObjectKind,
+    what: &dyn Fn() -> String,
+) -> Result<[u8; SALT_LEN]> {
     if data.len() < PREFIX_LEN || &data[..4] != MAGIC {
-        return Err(Error::corrupt(format!("{} is not a salvor object (bad magic or truncated)", what())));
+        return Err(Error::corrupt(format!(
+            "{} is not a salvor object (bad magic or truncated)",
+            what()
+        )));
     }
     if data[4] == 0 || data[4] > MAX_READ_VERSION {
         return Err(Error::invalid(format!(
@@ -75,7 +82,12 @@ pub fn parse_prefix(data: &[u8], kind: ObjectKind, what: &dyn Fn() -> String) ->
         .hint("upgrade salvor"));
     }
     if data[5] != kind as u8 {
-        return Err(Error::corrupt(format!("{} has object kind {}, expected {}", what(), data[5], kind as u8)));
+        return Err(Error::corrupt(format!(
+            "{} has object kind {}, expected {}",
+            what(),
+            data[5],
+            kind as u8
+        )));
     }
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&data[6..PREFIX_LEN]);
@@ -86,7 +98,9 @@ pub fn parse_prefix(data: &[u8], kind: ObjectKind, what: &dyn Fn() -> String) ->
 pub fn seal(key: &MasterKey, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
     let (prefix, salt) = new_prefix(kind);
     let compressed = zstd::bulk::compress(body, 3).expect("zstd compress in memory");
-    let ct = key.object_cipher(&salt).seal(0, NonceDomain::Document, &compressed, &prefix);
+    let ct = key
+        .object_cipher(&salt)
+        .seal(0, NonceDomain::Document, &compressed, &prefix);
     let mut out = Vec::with_capacity(PREFIX_LEN + ct.len());
     out.extend_from_slice(&prefix);
     out.extend(ct);
@@ -97,10 +111,20 @@ pub fn seal(key: &MasterKey, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] on any damage; `what` names the object.
-pub fn open(key: &MasterKey, kind: ObjectKind, data: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+pub fn open(
+    key: &MasterKey,
+    kind: ObjectKind,
+    data: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>> {
     let salt = parse_prefix(data, kind, what)?;
-    let compressed =
-        key.object_cipher(&salt).open(0, NonceDomain::Document, &data[PREFIX_LEN..], &data[..PREFIX_LEN], what)?;
+    let compressed = key.object_cipher(&salt).open(
+        0,
+        NonceDomain::Document,
+        &data[PREFIX_LEN..],
+        &data[..PREFIX_LEN],
+        what,
+    )?;
     decompress(&compressed, what)
 }
 
@@ -114,12 +138,16 @@ pub const MAX_DOCUMENT: u64 = 1 << 30;
 pub fn decompress(data: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
-    let dec = zstd::stream::Decoder::new(data).map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?;
+    let dec = zstd::stream::Decoder::new(data)
+        .map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?;
     dec.take(MAX_DOCUMENT + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?;
     if out.len() as u64 > MAX_DOCUMENT {
-        return Err(Error::corrupt(format!("{} is larger than {MAX_DOCUMENT} bytes", what())));
+        return Err(Error::corrupt(format!(
+            "{} is larger than {MAX_DOCUMENT} bytes",
+            what()
+        )));
     }
     Ok(out)
 }
@@ -133,8 +161,12 @@ pub fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
 ///
 /// # Errors
 /// When the bytes do not decode.
-pub fn from_bytes<'a, T: serde::Deserialize<'a>>(data: &'a [u8], what: &dyn Fn() -> String) -> Result<T> {
-    postcard::from_bytes(data).map_err(|e| Error::corrupt(format!("{} does not decode: {e}", what())))
+pub fn from_bytes<'a, T: serde::Deserialize<'a>>(
+    data: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<T> {
+    postcard::from_bytes(data)
+        .map_err(|e| Error::corrupt(format!("{} does not decode: {e}", what())))
 }
 
 #[cfg(test)]
@@ -145,14 +177,24 @@ mod tests {
     fn sealed_round_trip_rejects_kind_swap_and_bit_flips() {
         let k = MasterKey::generate();
         let s = seal(&k, ObjectKind::Snapshot, b"{\"a\":1}");
-        assert_eq!(open(&k, ObjectKind::Snapshot, &s, &|| "s".into()).unwrap(), b"{\"a\":1}");
+        assert_eq!(
+            open(&k, ObjectKind::Snapshot, &s, &|| "s".into()).unwrap(),
+            b"{\"a\":1}"
+        );
         assert!(open(&k, ObjectKind::Index, &s, &|| "s".into()).is_err());
         for i in 0..s.len() {
             let mut bad = s.clone();
             bad[i] ^= 0x10;
-            assert!(open(&k, ObjectKind::Snapshot, &bad, &|| "s".into()).is_err(), "flip at {i} accepted");
+            assert!(
+                open(&k, ObjectKind::Snapshot, &bad, &|| "s".into()).is_err(),
+                "flip at {i} accepted"
+            );
         }
         assert!(open(&k, ObjectKind::Snapshot, &s[..s.len() - 1], &|| "s".into()).is_err());
-        assert!(open(&MasterKey::generate(), ObjectKind::Snapshot, &s, &|| "s".into()).is_err());
+        assert!(
+            open(&MasterKey::generate(), ObjectKind::Snapshot, &s, &|| "s"
+                .into())
+            .is_err()
+        );
     }
 }

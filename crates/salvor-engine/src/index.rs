@@ -94,7 +94,11 @@ impl Index {
             return;
         }
         let pn = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
-        self.packs.push(PackInfo { id: pack.id, size: pack.size, salt: pack.salt });
+        self.packs.push(PackInfo {
+            id: pack.id,
+            size: pack.size,
+            salt: pack.salt,
+        });
         self.pack_numbers.insert(pack.id, pn);
         for (nonce, f) in pack.frames.iter().enumerate() {
             let fn_ = u32::try_from(self.frames.len()).expect("fewer than 2^32 frames");

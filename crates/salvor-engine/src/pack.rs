@@ -81,7 +81,9 @@ impl UploadShared {
 impl Uploader {
     /// Starts `threads` upload workers.
     pub fn new(repo: &Repository, threads: usize) -> Self {
-        let (tx, rx): (Sender<FinishedPack>, Receiver<FinishedPack>) = bounded(1);
+        // Rendezvous: a finished pack waits in its packer until an upload
+        // thread is free, so at most `threads` + open packs are in memory.
+        let (tx, rx): (Sender<FinishedPack>, Receiver<FinishedPack>) = bounded(0);
         let shared = Arc::new(UploadShared {
             repo: repo.clone(),
             pending: Mutex::new(Vec::new()),
@@ -97,9 +99,16 @@ impl Uploader {
                     .name("salvor-upload".into())
                     .spawn(move || {
                         for p in rx {
-                            let res = shared.repo.backend().write(crate::backend::FileType::Pack, &p.id.to_hex(), &p.data);
+                            let len = p.data.len() as u64;
+                            let res = shared.repo.backend().write_owned(
+                                crate::backend::FileType::Pack,
+                                &p.id.to_hex(),
+                                p.data,
+                            );
                             let res = res.and_then(|()| {
-                                shared.stored.fetch_add(p.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                shared
+                                    .stored
+                                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                                 shared.pending.lock().unwrap().push(p.entry);
                                 shared.flush_index(false)
                             });
@@ -111,7 +120,11 @@ impl Uploader {
                     .expect("spawn upload thread")
             })
             .collect();
-        Self { tx: Some(tx), threads, shared }
+        Self {
+            tx: Some(tx),
+            threads,
+            shared,
+        }
     }
 
     fn sender(&self) -> Sender<FinishedPack> {
@@ -120,7 +133,9 @@ impl Uploader {
 
     /// Bytes of packs written so far.
     pub fn stored_bytes(&self) -> u64 {
-        self.shared.stored.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for every pack, writes the last index file, and returns the ids of
@@ -184,16 +199,27 @@ fn compress(data: &[u8], level: i32) -> (Vec<u8>, Compression) {
     let out = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd context")));
+            *c = Some((
+                level,
+                zstd::bulk::Compressor::new(level).expect("zstd context"),
+            ));
         }
-        c.as_mut().unwrap().1.compress(data).expect("zstd compress in memory")
+        c.as_mut()
+            .unwrap()
+            .1
+            .compress(data)
+            .expect("zstd compress in memory")
     });
-    if out.len() < data.len() { (out, Compression::Zstd) } else { (data.to_vec(), Compression::None) }
+    if out.len() < data.len() {
+        (out, Compression::Zstd)
+    } else {
+        (data.to_vec(), Compression::None)
+    }
 }
 
 impl Packer {
-    /// A packer feeding `uploader`.
-    pub fn new(repo: &Repository, uploader: &Uploader) -> Arc<Self> {
+    /// A packer feeding `uploader`, compressing frames at zstd `level`.
+    pub fn new(repo: &Repository, uploader: &Uploader, level: i32) -> Arc<Self> {
         let cfg = repo.config();
         let in_flight = rayon::current_num_threads() + 1;
         let tokens = bounded(in_flight);
@@ -204,8 +230,12 @@ impl Packer {
             key: repo.key().clone(),
             frame_target: cfg.frame_target as usize,
             pack_target: cfg.pack_target as usize,
-            level: cfg.compression_level,
-            state: Mutex::new(PackerState { frame: Vec::new(), blobs: Vec::new(), pack: None }),
+            level,
+            state: Mutex::new(PackerState {
+                frame: Vec::new(),
+                blobs: Vec::new(),
+                pack: None,
+            }),
             upload: Mutex::new(Some(uploader.sender())),
             tokens,
             error: Mutex::new(None),
@@ -223,7 +253,12 @@ impl Packer {
             }
             let offset = st.frame.len() as u32;
             st.frame.extend_from_slice(data);
-            st.blobs.push(BlobEntry { kind, id, offset, length: data.len() as u32 });
+            st.blobs.push(BlobEntry {
+                kind,
+                id,
+                offset,
+                length: data.len() as u32,
+            });
             taken
         };
         {
@@ -242,13 +277,21 @@ impl Packer {
 
     fn spawn_frame(self: &Arc<Self>, frame: Vec<u8>, blobs: Vec<BlobEntry>) {
         // Blocks when enough frames are already being compressed: backpressure.
-        self.tokens.1.recv().expect("token channel lives as long as the packer");
+        self.tokens
+            .1
+            .recv()
+            .expect("token channel lives as long as the packer");
         let me = self.clone();
         rayon::spawn(move || {
             let (payload, compression) = compress(&frame, me.level);
             let raw_length = frame.len() as u32;
             drop(frame);
-            if let Err(e) = me.place(CompressedFrame { payload, raw_length, compression, blobs }) {
+            if let Err(e) = me.place(CompressedFrame {
+                payload,
+                raw_length,
+                compression,
+                blobs,
+            }) {
                 me.error.lock().unwrap().get_or_insert(e);
             }
             me.tokens.0.send(()).expect("token channel");
@@ -262,7 +305,13 @@ impl Packer {
                 let (prefix, salt) = format::new_prefix(ObjectKind::Pack);
                 let mut buf = Vec::with_capacity(self.pack_target + self.frame_target);
                 buf.extend_from_slice(&prefix);
-                OpenPack { prefix, salt, cipher: self.key.object_cipher(&salt), buf, frames: Vec::new() }
+                OpenPack {
+                    prefix,
+                    salt,
+                    cipher: self.key.object_cipher(&salt),
+                    buf,
+                    frames: Vec::new(),
+                }
             });
             let nonce = pack.frames.len() as u64;
             let ct = pack.cipher.seal(nonce, NonceDomain::Frame, &f.payload, &[]);
@@ -274,7 +323,11 @@ impl Packer {
                 blobs: f.blobs,
             });
             pack.buf.extend_from_slice(&ct);
-            if pack.buf.len() >= self.pack_target { st.pack.take() } else { None }
+            if pack.buf.len() >= self.pack_target {
+                st.pack.take()
+            } else {
+                None
+            }
         };
         if let Some(p) = finished {
             self.send_pack(p)?;
@@ -283,17 +336,35 @@ impl Packer {
     }
 
     fn send_pack(&self, mut p: OpenPack) -> Result<()> {
-        let header = format::to_bytes(&PackHeader { frames: p.frames.clone() });
-        let ct = p.cipher.seal(0, NonceDomain::PackHeader, &header, &p.prefix);
+        let header = format::to_bytes(&PackHeader {
+            frames: p.frames.clone(),
+        });
+        let ct = p
+            .cipher
+            .seal(0, NonceDomain::PackHeader, &header, &p.prefix);
         p.buf.extend_from_slice(&ct);
         p.buf.extend_from_slice(&(ct.len() as u32).to_le_bytes());
         let id = PackId::hash_of(&p.buf);
         self.stats.lock().unwrap().stored += p.buf.len() as u64;
-        let entry = IndexPack { id, size: p.buf.len() as u64, salt: p.salt, frames: p.frames };
+        let entry = IndexPack {
+            id,
+            size: p.buf.len() as u64,
+            salt: p.salt,
+            frames: p.frames,
+        };
         let tx = self.upload.lock().unwrap().clone();
-        tx.ok_or_else(|| Error::new(crate::ErrorKind::Backend, "pack added after the packer finished"))?
-            .send(FinishedPack { id, data: p.buf, entry })
-            .map_err(|_| Error::new(crate::ErrorKind::Backend, "the pack uploader stopped"))
+        tx.ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Backend,
+                "pack added after the packer finished",
+            )
+        })?
+        .send(FinishedPack {
+            id,
+            data: p.buf,
+            entry,
+        })
+        .map_err(|_| Error::new(crate::ErrorKind::Backend, "the pack uploader stopped"))
     }
 
     /// Compresses the last frame, waits for all frames, and sends the open pack.
@@ -332,16 +403,34 @@ impl Packer {
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] when authentication or decompression fails.
-pub fn decode_frame(key: &MasterKey, salt: &[u8; SALT_LEN], loc: &FrameLocation, ct: &[u8], pack: &PackId) -> Result<Vec<u8>> {
-    let what = || format!("frame {} at offset {} of pack {}", loc.nonce, loc.offset, pack);
-    let payload = key.object_cipher(salt).open(u64::from(loc.nonce), NonceDomain::Frame, ct, &[], &what)?;
+pub fn decode_frame(
+    key: &MasterKey,
+    salt: &[u8; SALT_LEN],
+    loc: &FrameLocation,
+    ct: &[u8],
+    pack: &PackId,
+) -> Result<Vec<u8>> {
+    let what = || {
+        format!(
+            "frame {} at offset {} of pack {}",
+            loc.nonce, loc.offset, pack
+        )
+    };
+    let payload =
+        key.object_cipher(salt)
+            .open(u64::from(loc.nonce), NonceDomain::Frame, ct, &[], &what)?;
     let plain = match loc.compression {
         Compression::None => payload,
         Compression::Zstd => zstd::bulk::decompress(&payload, loc.raw_length as usize)
             .map_err(|e| Error::corrupt(format!("{} does not decompress: {e}", what())))?,
     };
     if plain.len() != loc.raw_length as usize {
-        return Err(Error::corrupt(format!("{} has {} bytes, expected {}", what(), plain.len(), loc.raw_length)));
+        return Err(Error::corrupt(format!(
+            "{} has {} bytes, expected {}",
+            what(),
+            plain.len(),
+            loc.raw_length
+        )));
     }
     Ok(plain)
 }
@@ -350,10 +439,16 @@ pub fn decode_frame(key: &MasterKey, salt: &[u8; SALT_LEN], loc: &FrameLocation,
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] on any mismatch.
-pub fn read_header(key: &MasterKey, id: &PackId, data: &[u8]) -> Result<([u8; SALT_LEN], PackHeader)> {
+pub fn read_header(
+    key: &MasterKey,
+    id: &PackId,
+    data: &[u8],
+) -> Result<([u8; SALT_LEN], PackHeader)> {
     let what = || format!("pack {id}");
     if PackId::hash_of(data) != *id {
-        return Err(Error::corrupt(format!("pack {id} does not match its hash (damaged on storage)")));
+        return Err(Error::corrupt(format!(
+            "pack {id} does not match its hash (damaged on storage)"
+        )));
     }
     let salt = format::parse_prefix(data, ObjectKind::Pack, &what)?;
     if data.len() < PREFIX_LEN + 4 {
@@ -362,8 +457,16 @@ pub fn read_header(key: &MasterKey, id: &PackId, data: &[u8]) -> Result<([u8; SA
     let hl = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap()) as usize;
     let end = data.len() - 4;
     if hl > end - PREFIX_LEN {
-        return Err(Error::corrupt(format!("pack {id} has an invalid header length")));
+        return Err(Error::corrupt(format!(
+            "pack {id} has an invalid header length"
+        )));
     }
-    let plain = key.object_cipher(&salt).open(0, NonceDomain::PackHeader, &data[end - hl..end], &data[..PREFIX_LEN], &what)?;
+    let plain = key.object_cipher(&salt).open(
+        0,
+        NonceDomain::PackHeader,
+        &data[end - hl..end],
+        &data[..PREFIX_LEN],
+        &what,
+    )?;
     Ok((salt, format::from_bytes(&plain, &what)?))
 }

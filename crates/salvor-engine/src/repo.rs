@@ -44,13 +44,19 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { config: RepoConfig::new_default(), kdf: crate::crypto::KdfParams::default() }
+        Self {
+            config: RepoConfig::new_default(),
+            kdf: crate::crypto::KdfParams::default(),
+        }
     }
 }
 
 fn not_found(location: &str) -> Error {
-    Error::new(ErrorKind::RepositoryNotFound, format!("no repository at {location}"))
-        .hint("check --repo / SALVOR_REPO, or create one with `salvor init`")
+    Error::new(
+        ErrorKind::RepositoryNotFound,
+        format!("no repository at {location}"),
+    )
+    .hint("check --repo / SALVOR_REPO, or create one with `salvor init`")
 }
 
 impl Repository {
@@ -76,9 +82,18 @@ impl Repository {
         let (name, bytes) = keys::make_key_file(&key, password, opts.kdf)?;
         // Key first, config last: a location with a config always has a key.
         backend.write(FileType::Key, &name, &bytes)?;
-        let sealed = format::seal(&key, ObjectKind::Config, &serde_json::to_vec(&opts.config).expect("config json"));
+        let sealed = format::seal(
+            &key,
+            ObjectKind::Config,
+            &serde_json::to_vec(&opts.config).expect("config json"),
+        );
         backend.write(FileType::Config, "config", &sealed)?;
-        Ok(Self { backend, key, config: Arc::new(opts.config.clone()), key_name: name.into() })
+        Ok(Self {
+            backend,
+            key,
+            config: Arc::new(opts.config.clone()),
+            key_name: name.into(),
+        })
     }
 
     /// Opens an existing repository with `password`.
@@ -110,7 +125,12 @@ impl Repository {
             ))
             .hint("upgrade salvor"));
         }
-        Ok(Self { backend, key, config: Arc::new(config), key_name: key_name.into() })
+        Ok(Self {
+            backend,
+            key,
+            config: Arc::new(config),
+            key_name: key_name.into(),
+        })
     }
 
     /// The storage backend.
@@ -140,7 +160,10 @@ impl Repository {
     pub fn read_doc(&self, ft: FileType, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let data = self.backend.read(ft, name)?;
         if blake3::hash(&data).to_hex().as_str() != name {
-            return Err(Error::corrupt(format!("{} {name} does not match its name (damaged, or renamed)", ft.noun())));
+            return Err(Error::corrupt(format!(
+                "{} {name} does not match its name (damaged, or renamed)",
+                ft.noun()
+            )));
         }
         format::open(&self.key, kind, &data, &|| format!("{} {name}", ft.noun()))
     }
@@ -161,7 +184,8 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
-        self.write_doc(FileType::Index, ObjectKind::Index, &format::to_bytes(file)).map(IndexId)
+        self.write_doc(FileType::Index, ObjectKind::Index, &format::to_bytes(file))
+            .map(IndexId)
     }
 
     /// Reads one index file.
@@ -179,8 +203,10 @@ impl Repository {
     /// Any unreadable or corrupt index file, named.
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list(FileType::Index)?;
-        let files: Vec<IndexFile> =
-            names.par_iter().map(|(n, _)| self.read_index_file(n)).collect::<Result<_>>()?;
+        let files: Vec<IndexFile> = names
+            .par_iter()
+            .map(|(n, _)| self.read_index_file(n))
+            .collect::<Result<_>>()?;
         let mut index = Index::default();
         for f in &files {
             for p in &f.packs {
@@ -196,7 +222,8 @@ impl Repository {
     /// Backend failures.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let body = serde_json::to_vec(snap).expect("snapshot json");
-        self.write_doc(FileType::Snapshot, ObjectKind::Snapshot, &body).map(SnapshotId)
+        self.write_doc(FileType::Snapshot, ObjectKind::Snapshot, &body)
+            .map(SnapshotId)
     }
 
     /// Reads one snapshot.
@@ -206,7 +233,8 @@ impl Repository {
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = id.to_hex();
         let plain = self.read_doc(FileType::Snapshot, ObjectKind::Snapshot, &name)?;
-        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("snapshot {name} does not decode: {e}")))
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(format!("snapshot {name} does not decode: {e}")))
     }
 
     /// Every snapshot, oldest first.
@@ -233,20 +261,31 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self.snapshots()?.pop().ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, "the repository has no snapshots").hint("run `salvor backup` first")
+                Error::new(ErrorKind::NotFound, "the repository has no snapshots")
+                    .hint("run `salvor backup` first")
             });
         }
         let names = self.backend.list(FileType::Snapshot)?;
-        let matches: Vec<&String> = names.iter().map(|(n, _)| n).filter(|n| n.starts_with(spec)).collect();
+        let matches: Vec<&String> = names
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(spec))
+            .collect();
         match matches.as_slice() {
             [one] if !spec.is_empty() => {
                 let id = SnapshotId::from_hex(one)?;
                 Ok((id, self.read_snapshot(&id)?))
             }
-            [] | [_] => Err(Error::new(ErrorKind::NotFound, format!("no snapshot matches {spec:?}"))
-                .hint("list snapshots with `salvor snapshots`")),
-            _ => Err(Error::invalid(format!("snapshot prefix {spec:?} is ambiguous ({} matches)", matches.len()))
-                .hint("give more characters of the id")),
+            [] | [_] => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no snapshot matches {spec:?}"),
+            )
+            .hint("list snapshots with `salvor snapshots`")),
+            _ => Err(Error::invalid(format!(
+                "snapshot prefix {spec:?} is ambiguous ({} matches)",
+                matches.len()
+            ))
+            .hint("give more characters of the id")),
         }
     }
 }

@@ -72,7 +72,9 @@ struct Planned {
 }
 
 fn to_path(target: &Path, p: &[u8]) -> PathBuf {
-    target.join(std::ffi::OsStr::from_bytes(p.strip_prefix(b"/").unwrap_or(p)))
+    target.join(std::ffi::OsStr::from_bytes(
+        p.strip_prefix(b"/").unwrap_or(p),
+    ))
 }
 
 fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -85,8 +87,15 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
 ///
 /// # Errors
 /// Corruption (named), target I/O errors. Metadata failures are warnings.
-pub fn restore(reader: &BlobReader, snap: &Snapshot, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreStats> {
-    let includes = (!opts.includes.is_empty()).then(|| ExcludeSet::new(&opts.includes)).transpose()?;
+pub fn restore(
+    reader: &BlobReader,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreStats> {
+    let includes = (!opts.includes.is_empty())
+        .then(|| ExcludeSet::new(&opts.includes))
+        .transpose()?;
     let excludes = ExcludeSet::new(&opts.excludes)?;
     std::fs::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
     let mut stats = RestoreStats::default();
@@ -100,12 +109,20 @@ pub fn restore(reader: &BlobReader, snap: &Snapshot, opts: &RestoreOptions, prog
         if excludes.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name)) {
             return Ok(false);
         }
-        let under_include = included_prefixes.iter().any(|i| p.starts_with(i) && p.get(i.len()) == Some(&b'/'));
-        let matched = includes.as_ref().is_none_or(|inc| under_include || inc.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name)));
+        let under_include = included_prefixes
+            .iter()
+            .any(|i| p.starts_with(i) && p.get(i.len()) == Some(&b'/'));
+        let matched = includes.as_ref().is_none_or(|inc| {
+            under_include
+                || inc.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name))
+        });
         if matched && !under_include && includes.is_some() {
             included_prefixes.push(p.to_vec());
         }
-        let planned = Planned { path: to_path(&opts.target, p), node: n.clone() };
+        let planned = Planned {
+            path: to_path(&opts.target, p),
+            node: n.clone(),
+        };
         match n.kind {
             NodeKind::Dir => {
                 dirs.push(planned);
@@ -124,8 +141,17 @@ pub fn restore(reader: &BlobReader, snap: &Snapshot, opts: &RestoreOptions, prog
     })?;
     // Drop directories that hold nothing selected (only when filtering).
     if includes.is_some() {
-        let keep: Vec<&Path> = files.iter().chain(others.iter()).map(|p| p.path.as_path()).collect();
-        dirs.retain(|d| included_prefixes.iter().any(|i| d.path == to_path(&opts.target, i)) || keep.iter().any(|k| k.starts_with(&d.path)));
+        let keep: Vec<&Path> = files
+            .iter()
+            .chain(others.iter())
+            .map(|p| p.path.as_path())
+            .collect();
+        dirs.retain(|d| {
+            included_prefixes
+                .iter()
+                .any(|i| d.path == to_path(&opts.target, i))
+                || keep.iter().any(|k| k.starts_with(&d.path))
+        });
     }
     for d in &dirs {
         std::fs::create_dir_all(&d.path).map_err(io("cannot create directory", &d.path))?;
@@ -157,15 +183,23 @@ fn create_special(o: &Planned, stats: &mut RestoreStats) -> Result<()> {
     let mode = Mode::from_bits_truncate(o.node.mode);
     let res = match o.node.kind {
         NodeKind::Symlink => {
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&o.node.link_target), &o.path).map_err(io("cannot create symlink", &o.path))
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&o.node.link_target), &o.path)
+                .map_err(io("cannot create symlink", &o.path))
         }
-        NodeKind::Fifo => nix::unistd::mkfifo(&o.path, mode).map_err(|e| Error::io("cannot create fifo", &o.path, e.into())),
+        NodeKind::Fifo => nix::unistd::mkfifo(&o.path, mode)
+            .map_err(|e| Error::io("cannot create fifo", &o.path, e.into())),
         NodeKind::BlockDevice | NodeKind::CharDevice => {
-            let k = if o.node.kind == NodeKind::BlockDevice { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+            let k = if o.node.kind == NodeKind::BlockDevice {
+                SFlag::S_IFBLK
+            } else {
+                SFlag::S_IFCHR
+            };
             match mknod(&o.path, k, mode, o.node.rdev) {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    stats.warnings.push(format!("{}: cannot create device: {e}", o.path.display()));
+                    stats
+                        .warnings
+                        .push(format!("{}: cannot create device: {e}", o.path.display()));
                     return Ok(());
                 }
             }
@@ -186,7 +220,12 @@ struct Target {
 }
 
 /// Writes all file content; returns hardlinks to make (path, first path).
-fn write_files(reader: &BlobReader, files: &[Planned], progress: &RestoreProgress, stats: &mut RestoreStats) -> Result<Vec<(PathBuf, PathBuf)>> {
+fn write_files(
+    reader: &BlobReader,
+    files: &[Planned],
+    progress: &RestoreProgress,
+    stats: &mut RestoreStats,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
     let index = reader.index();
     let mut first_link: std::collections::HashMap<(u64, u64), usize> = Default::default();
     let mut links = Vec::new();
@@ -203,25 +242,41 @@ fn write_files(reader: &BlobReader, files: &[Planned], progress: &RestoreProgres
         }
         let _ = std::fs::remove_file(&f.path);
         let file = std::fs::File::create(&f.path).map_err(io("cannot create", &f.path))?;
-        file.set_len(f.node.size).map_err(io("cannot size", &f.path))?;
+        file.set_len(f.node.size)
+            .map_err(io("cannot size", &f.path))?;
         stats.files += 1;
         let mut offset = 0u64;
         for id in &f.node.content {
             let loc = index.get(id).ok_or_else(|| {
-                Error::corrupt(format!("blob {id} of {} is not in the index", f.path.display()))
+                Error::corrupt(format!(
+                    "blob {id} of {} is not in the index",
+                    f.path.display()
+                ))
             })?;
             let frame = index.frame(loc.frame);
-            by_pack.entry(frame.pack).or_default().entry(loc.frame).or_default().push((
-                *id,
-                Target { file: i as u32, offset, blob_offset: loc.offset, length: loc.length },
-            ));
+            by_pack
+                .entry(frame.pack)
+                .or_default()
+                .entry(loc.frame)
+                .or_default()
+                .push((
+                    *id,
+                    Target {
+                        file: i as u32,
+                        offset,
+                        blob_offset: loc.offset,
+                        length: loc.length,
+                    },
+                ));
             offset += u64::from(loc.length);
         }
         total += offset;
     }
     progress.total_bytes.store(total, Ordering::Relaxed);
     progress.total_files.store(stats.files, Ordering::Relaxed);
-    by_pack.into_par_iter().try_for_each(|(pack, frames)| restore_pack(reader, pack, frames, files, progress))?;
+    by_pack
+        .into_par_iter()
+        .try_for_each(|(pack, frames)| restore_pack(reader, pack, frames, files, progress))?;
     Ok(links)
 }
 
@@ -234,21 +289,45 @@ fn restore_pack(
 ) -> Result<()> {
     let index = reader.index();
     let info = index.pack(pack);
-    let start = frames.keys().map(|f| index.frame(*f).offset).min().unwrap_or(0);
-    let end = frames.keys().map(|f| index.frame(*f).offset + u64::from(index.frame(*f).length)).max().unwrap_or(0);
-    let span = reader.repo().backend().read_range(crate::backend::FileType::Pack, &info.id.to_hex(), start, end - start)?;
+    let start = frames
+        .keys()
+        .map(|f| index.frame(*f).offset)
+        .min()
+        .unwrap_or(0);
+    let end = frames
+        .keys()
+        .map(|f| index.frame(*f).offset + u64::from(index.frame(*f).length))
+        .max()
+        .unwrap_or(0);
+    let span = reader.repo().backend().read_range(
+        crate::backend::FileType::Pack,
+        &info.id.to_hex(),
+        start,
+        end - start,
+    )?;
     let mut open: IdMap<u32, std::fs::File> = IdMap::default();
     let mut order: Vec<_> = frames.into_iter().collect();
     order.sort_by_key(|(f, _)| index.frame(*f).offset);
     for (f, targets) in order {
         let loc = index.frame(f);
         let s = (loc.offset - start) as usize;
-        let plain = crate::pack::decode_frame(reader.repo().key(), &info.salt, loc, &span[s..s + loc.length as usize], &info.id)?;
+        let plain = crate::pack::decode_frame(
+            reader.repo().key(),
+            &info.salt,
+            loc,
+            &span[s..s + loc.length as usize],
+            &info.id,
+        )?;
         let mut verified: Option<crate::id::BlobId> = None;
         for (id, t) in targets {
             let data = plain
                 .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
-                .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame in pack {}", info.id)))?;
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "blob {id} lies outside its frame in pack {}",
+                        info.id
+                    ))
+                })?;
             if verified != Some(id) {
                 verify_blob(reader.repo().key(), &id, data)?;
                 verified = Some(id);
@@ -258,11 +337,18 @@ fn restore_pack(
                 if open.len() >= 64 {
                     open.clear();
                 }
-                let fh = std::fs::OpenOptions::new().write(true).open(path).map_err(io("cannot open", path))?;
+                let fh = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io("cannot open", path))?;
                 open.insert(t.file, fh);
             }
-            open[&t.file].write_all_at(data, t.offset).map_err(io("cannot write", path))?;
-            progress.bytes.fetch_add(u64::from(t.length), Ordering::Relaxed);
+            open[&t.file]
+                .write_all_at(data, t.offset)
+                .map_err(io("cannot write", path))?;
+            progress
+                .bytes
+                .fetch_add(u64::from(t.length), Ordering::Relaxed);
         }
     }
     Ok(())
@@ -273,19 +359,34 @@ fn apply_metadata(p: &Planned, stats: &mut RestoreStats) {
     use nix::sys::time::TimeSpec;
     let n = &p.node;
     let is_link = n.kind == NodeKind::Symlink;
-    if nix::unistd::geteuid().is_root() {
-        if let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid)) {
-            stats.warnings.push(format!("{}: cannot set owner: {e}", p.path.display()));
-        }
+    if nix::unistd::geteuid().is_root()
+        && let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid))
+    {
+        stats
+            .warnings
+            .push(format!("{}: cannot set owner: {e}", p.path.display()));
     }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
         if let Err(e) = std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(n.mode)) {
-            stats.warnings.push(format!("{}: cannot set mode: {e}", p.path.display()));
+            stats
+                .warnings
+                .push(format!("{}: cannot set mode: {e}", p.path.display()));
         }
     }
-    let t = TimeSpec::new(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000));
-    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, &p.path, &t, &t, UtimensatFlags::NoFollowSymlink) {
-        stats.warnings.push(format!("{}: cannot set times: {e}", p.path.display()));
+    let t = TimeSpec::new(
+        n.mtime_ns.div_euclid(1_000_000_000),
+        n.mtime_ns.rem_euclid(1_000_000_000),
+    );
+    if let Err(e) = utimensat(
+        nix::fcntl::AT_FDCWD,
+        &p.path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    ) {
+        stats
+            .warnings
+            .push(format!("{}: cannot set times: {e}", p.path.display()));
     }
 }

@@ -26,7 +26,14 @@ use salvor_engine::{ErrorKind, Repository};
 const PASSWORD: &[u8] = b"roundtrip test password";
 
 fn fast_init() -> InitOptions {
-    InitOptions { kdf: KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, ..Default::default() }
+    InitOptions {
+        kdf: KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Default::default()
+    }
 }
 
 fn local(path: &Path) -> OpendalBackend {
@@ -55,11 +62,26 @@ fn content(seed: u64, len: usize, text: bool) -> Vec<u8> {
 
 #[derive(Debug, Clone)]
 enum Spec {
-    File { size: usize, seed: u64, text: bool, mode: u32, mtime: (i64, i64) },
-    Symlink { target: Vec<u8>, mtime: (i64, i64) },
+    File {
+        size: usize,
+        seed: u64,
+        text: bool,
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    Symlink {
+        target: Vec<u8>,
+        mtime: (i64, i64),
+    },
     /// A hard link to the `to`-th regular file created (mod count).
-    Hardlink { to: usize },
-    Dir { mode: u32, mtime: (i64, i64), children: BTreeMap<Vec<u8>, Spec> },
+    Hardlink {
+        to: usize,
+    },
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+        children: BTreeMap<Vec<u8>, Spec>,
+    },
 }
 
 fn name() -> impl Strategy<Value = Vec<u8>> {
@@ -86,7 +108,9 @@ fn mtime() -> impl Strategy<Value = (i64, i64)> {
 }
 
 fn file_mode() -> impl Strategy<Value = u32> {
-    prop::sample::select(vec![0o644, 0o600, 0o755, 0o700, 0o444, 0o640, 0o750, 0o400, 0o4755, 0o2755, 0o666])
+    prop::sample::select(vec![
+        0o644, 0o600, 0o755, 0o700, 0o444, 0o640, 0o750, 0o400, 0o4755, 0o2755, 0o666,
+    ])
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -114,11 +138,27 @@ fn dir_mode() -> impl Strategy<Value = u32> {
 
 fn tree() -> impl Strategy<Value = Spec> {
     let inner = leaf().prop_recursive(4, 40, 8, |inner| {
-        (dir_mode(), mtime(), prop::collection::btree_map(name(), inner, 0..8))
-            .prop_map(|(mode, mtime, children)| Spec::Dir { mode, mtime, children })
+        (
+            dir_mode(),
+            mtime(),
+            prop::collection::btree_map(name(), inner, 0..8),
+        )
+            .prop_map(|(mode, mtime, children)| Spec::Dir {
+                mode,
+                mtime,
+                children,
+            })
     });
-    (dir_mode(), mtime(), prop::collection::btree_map(name(), inner, 1..10))
-        .prop_map(|(mode, mtime, children)| Spec::Dir { mode, mtime, children })
+    (
+        dir_mode(),
+        mtime(),
+        prop::collection::btree_map(name(), inner, 1..10),
+    )
+        .prop_map(|(mode, mtime, children)| Spec::Dir {
+            mode,
+            mtime,
+            children,
+        })
 }
 
 /// Everything needed to materialize a spec: files are written first, hard
@@ -136,12 +176,25 @@ fn set_time(path: &Path, (s, ns): (i64, i64)) {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(s, ns);
-    utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).expect("utimensat");
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .expect("utimensat");
 }
 
 fn create(path: &Path, spec: &Spec, b: &mut Build) {
     match spec {
-        Spec::File { size, seed, text, mode, mtime } => {
+        Spec::File {
+            size,
+            seed,
+            text,
+            mode,
+            mtime,
+        } => {
             std::fs::write(path, content(*seed, *size, *text)).expect("write file");
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).expect("chmod");
             b.files.push(path.to_path_buf());
@@ -152,7 +205,11 @@ fn create(path: &Path, spec: &Spec, b: &mut Build) {
             b.times.push((path.to_path_buf(), *mtime));
         }
         Spec::Hardlink { to } => b.links.push((path.to_path_buf(), *to)),
-        Spec::Dir { mode, mtime, children } => {
+        Spec::Dir {
+            mode,
+            mtime,
+            children,
+        } => {
             std::fs::create_dir(path).expect("mkdir");
             for (n, c) in children {
                 create(&path.join(OsStr::from_bytes(n)), c, b);
@@ -169,7 +226,15 @@ fn materialize(root: &Path, spec: &Spec, seed: u64) {
     create(root, spec, &mut b);
     let big = root.join("big.bin");
     if big.symlink_metadata().is_err() {
-        std::fs::write(&big, content(seed, (1 << 20) + (seed % 500_000) as usize, seed % 2 == 0)).expect("big file");
+        std::fs::write(
+            &big,
+            content(
+                seed,
+                (1 << 20) + (seed % 500_000) as usize,
+                seed.is_multiple_of(2),
+            ),
+        )
+        .expect("big file");
     }
     let mut deep = root.join("deep");
     if deep.symlink_metadata().is_err() {
@@ -205,13 +270,20 @@ struct Entry {
 }
 
 /// Relative path → entry, and the hardlink groups (paths sharing an inode).
-fn scan(root: &Path) -> (BTreeMap<Vec<u8>, Entry>, BTreeSet<BTreeSet<Vec<u8>>>) {
+type Scan = (BTreeMap<Vec<u8>, Entry>, BTreeSet<BTreeSet<Vec<u8>>>);
+
+fn scan(root: &Path) -> Scan {
     let mut entries = BTreeMap::new();
     let mut inodes: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let m = std::fs::symlink_metadata(&p).expect("lstat");
-        let rel = p.strip_prefix(root).expect("below root").as_os_str().as_bytes().to_vec();
+        let rel = p
+            .strip_prefix(root)
+            .expect("below root")
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let ft = m.file_type();
         let (kind, data) = if ft.is_dir() {
             for e in std::fs::read_dir(&p).expect("read_dir") {
@@ -219,13 +291,31 @@ fn scan(root: &Path) -> (BTreeMap<Vec<u8>, Entry>, BTreeSet<BTreeSet<Vec<u8>>>) 
             }
             ("dir", Vec::new())
         } else if ft.is_symlink() {
-            ("symlink", std::fs::read_link(&p).expect("readlink").into_os_string().into_vec())
+            (
+                "symlink",
+                std::fs::read_link(&p)
+                    .expect("readlink")
+                    .into_os_string()
+                    .into_vec(),
+            )
         } else {
             inodes.entry(m.ino()).or_default().insert(rel.clone());
             ("file", std::fs::read(&p).expect("read"))
         };
-        let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
-        entries.insert(rel, Entry { kind, mode, mtime: (m.mtime(), m.mtime_nsec()), data });
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            m.mode() & 0o7777
+        };
+        entries.insert(
+            rel,
+            Entry {
+                kind,
+                mode,
+                mtime: (m.mtime(), m.mtime_nsec()),
+                data,
+            },
+        );
     }
     let groups = inodes.into_values().filter(|g| g.len() > 1).collect();
     (entries, groups)
@@ -243,7 +333,13 @@ fn assert_same_tree(src: &Path, restored: &Path) -> Result<(), TestCaseError> {
         prop_assert_eq!(ea.kind, eb.kind, "type of {}", shown);
         prop_assert_eq!(ea.mode, eb.mode, "mode of {}", shown);
         prop_assert_eq!(ea.mtime, eb.mtime, "mtime of {}", shown);
-        prop_assert!(ea.data == eb.data, "content or link target of {} differs ({} vs {} bytes)", shown, ea.data.len(), eb.data.len());
+        prop_assert!(
+            ea.data == eb.data,
+            "content or link target of {} differs ({} vs {} bytes)",
+            shown,
+            ea.data.len(),
+            eb.data.len()
+        );
     }
     prop_assert_eq!(la, lb, "hardlink groups differ");
     Ok(())
@@ -255,7 +351,10 @@ fn restored_root(target: &Path, src: &Path) -> PathBuf {
 
 fn restore_into(repo: &Repository, snap: &Snapshot, target: &Path) -> salvor_engine::Result<()> {
     let reader = BlobReader::new(repo, Arc::new(repo.load_index()?));
-    let opts = RestoreOptions { target: target.to_path_buf(), ..Default::default() };
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        ..Default::default()
+    };
     restore(&reader, snap, &opts, &RestoreProgress::default()).map(|_| ())
 }
 
@@ -306,7 +405,11 @@ proptest! {
 /// Small frames and packs, so a few MiB make a dozen packs (a dozen chances to fail).
 fn small_packs() -> InitOptions {
     let mut o = fast_init();
-    o.config.file_chunker = salvor_engine::format::config::ChunkerParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    o.config.file_chunker = salvor_engine::format::config::ChunkerParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     o.config.frame_target = 64 * 1024;
     o.config.pack_target = 256 * 1024;
     o
@@ -316,7 +419,7 @@ fn write_tree(root: &Path, files: &[(&str, usize, u64)]) {
     for (name, len, seed) in files {
         let p = root.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content(*seed, *len, seed % 3 == 0)).unwrap();
+        std::fs::write(&p, content(*seed, *len, seed.is_multiple_of(3))).unwrap();
     }
 }
 
@@ -329,18 +432,46 @@ fn write_tree(root: &Path, files: &[(&str, usize, u64)]) {
 fn full_disk_mid_backup_and_bit_flips_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    write_tree(&a, &[("one.txt", 100_000, 3), ("sub/two.bin", 700_000, 7), ("empty", 0, 9)]);
-    write_tree(&b, &[("x.bin", 1 << 20, 11), ("y.bin", 1 << 20, 13), ("z/w.txt", 900_000, 15), ("z/v.bin", 600_000, 17)]);
+    write_tree(
+        &a,
+        &[
+            ("one.txt", 100_000, 3),
+            ("sub/two.bin", 700_000, 7),
+            ("empty", 0, 9),
+        ],
+    );
+    write_tree(
+        &b,
+        &[
+            ("x.bin", 1 << 20, 11),
+            ("y.bin", 1 << 20, 13),
+            ("z/w.txt", 900_000, 15),
+            ("z/v.bin", 600_000, 17),
+        ],
+    );
     let fault = Arc::new(FaultyBackend::new(local(&dir.path().join("repo"))));
     let repo = Repository::init(Box::new(fault.clone()), PASSWORD, &small_packs()).unwrap();
-    let (_, sa) = backup_paths(&repo, &BackupOptions { paths: vec![a.clone()], ..Default::default() }, Arc::default()).unwrap();
+    let (_, sa) = backup_paths(
+        &repo,
+        &BackupOptions {
+            paths: vec![a.clone()],
+            ..Default::default()
+        },
+        Arc::default(),
+    )
+    .unwrap();
 
-    let opts_b = BackupOptions { paths: vec![b.clone()], ..Default::default() };
+    let opts_b = BackupOptions {
+        paths: vec![b.clone()],
+        ..Default::default()
+    };
     let mut failures = 0;
     let mut succeeded = None;
     for n in 0..200 {
         fault.fail_writes_after(n);
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backup_paths(&repo, &opts_b, Arc::default())));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            backup_paths(&repo, &opts_b, Arc::default())
+        }));
         fault.fail_writes_after(-1);
         let res = res.unwrap_or_else(|_| panic!("backup panicked when writes fail after {n}"));
         match res {
@@ -350,37 +481,88 @@ fn full_disk_mid_backup_and_bit_flips_are_errors() {
             }
             Err(e) => {
                 failures += 1;
-                assert!(e.is_no_space() || e.to_string().contains("No space"), "write budget {n}: unexpected error {e}");
-                assert_eq!(repo.snapshots().unwrap().len(), 1, "write budget {n}: a failed backup left a snapshot");
-                let r = check(&repo, &CheckOptions { read_data: None }, &CheckProgress::default()).unwrap();
-                assert!(r.errors.is_empty(), "write budget {n}: check errors {:?}", r.errors);
+                assert!(
+                    e.is_no_space() || e.to_string().contains("No space"),
+                    "write budget {n}: unexpected error {e}"
+                );
+                assert_eq!(
+                    repo.snapshots().unwrap().len(),
+                    1,
+                    "write budget {n}: a failed backup left a snapshot"
+                );
+                let r = check(
+                    &repo,
+                    &CheckOptions { read_data: None },
+                    &CheckProgress::default(),
+                )
+                .unwrap();
+                assert!(
+                    r.errors.is_empty(),
+                    "write budget {n}: check errors {:?}",
+                    r.errors
+                );
                 let t = dir.path().join(format!("restore-a-{n}"));
                 restore_into(&repo, &sa, &t).unwrap();
-                assert!(scan(&a).0 == scan(&restored_root(&t, &a)).0, "write budget {n}: snapshot a restored differently");
+                assert!(
+                    scan(&a).0 == scan(&restored_root(&t, &a)).0,
+                    "write budget {n}: snapshot a restored differently"
+                );
                 std::fs::remove_dir_all(&t).unwrap();
             }
         }
     }
     let (n, (_, sb)) = succeeded.expect("backup never succeeded with 200 writes allowed");
-    assert!(failures >= 5 && n as usize == failures, "expected several failing write budgets before success, got {failures}");
-    let r = check(&repo, &CheckOptions { read_data: Some(Subset::All) }, &CheckProgress::default()).unwrap();
+    assert!(
+        failures >= 5 && n as usize == failures,
+        "expected several failing write budgets before success, got {failures}"
+    );
+    let r = check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(Subset::All),
+        },
+        &CheckProgress::default(),
+    )
+    .unwrap();
     assert!(r.errors.is_empty(), "check after recovery: {:?}", r.errors);
     assert!(r.packs >= 8, "small packs expected, got {}", r.packs);
     let tb = dir.path().join("restore-b");
     restore_into(&repo, &sb, &tb).unwrap();
-    assert!(scan(&b).0 == scan(&restored_root(&tb, &b)).0, "snapshot b restored differently");
+    assert!(
+        scan(&b).0 == scan(&restored_root(&tb, &b)).0,
+        "snapshot b restored differently"
+    );
 
     // Bit flips on every pack read: restore and check report corruption naming a pack.
     fault.flip_pack_bit(8 * 1000 + 3);
     let t = dir.path().join("restore-flipped");
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| restore_into(&repo, &sb, &t)))
-        .expect("restore panicked on corrupt data")
-        .expect_err("restore of corrupt data succeeded");
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        restore_into(&repo, &sb, &t)
+    }))
+    .expect("restore panicked on corrupt data")
+    .expect_err("restore of corrupt data succeeded");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert!(err.to_string().contains("pack "), "error does not name the pack: {err}");
-    let r = check(&repo, &CheckOptions { read_data: Some(Subset::All) }, &CheckProgress::default()).unwrap();
-    assert!(!r.errors.is_empty(), "check --read-data missed flipped bits");
-    assert!(r.errors.iter().any(|e| e.contains("pack ")), "{:?}", r.errors);
+    assert!(
+        err.to_string().contains("pack "),
+        "error does not name the pack: {err}"
+    );
+    let r = check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(Subset::All),
+        },
+        &CheckProgress::default(),
+    )
+    .unwrap();
+    assert!(
+        !r.errors.is_empty(),
+        "check --read-data missed flipped bits"
+    );
+    assert!(
+        r.errors.iter().any(|e| e.contains("pack ")),
+        "{:?}",
+        r.errors
+    );
     fault.flip_pack_bit(0);
     let t = dir.path().join("restore-after-flip");
     restore_into(&repo, &sa, &t).unwrap();

@@ -127,7 +127,10 @@ pub fn main() -> i32 {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SALVOR_LOG").unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SALVOR_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
@@ -146,7 +149,10 @@ pub fn main() -> i32 {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn one_line(e: &anyhow::Error) -> String {
@@ -154,7 +160,10 @@ fn one_line(e: &anyhow::Error) -> String {
     if let Some(err) = e.downcast_ref::<Error>() {
         return err.to_string();
     }
-    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -177,9 +186,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 impl GlobalOptions {
     fn location(&self) -> salvor_engine::Result<&str> {
-        self.repo.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
-            Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
-        })
+        self.repo
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
+            })
     }
 
     /// Opens the repository named by the options.
@@ -204,6 +216,9 @@ pub struct InitArgs {
     /// unchanged data between two days' dumps.
     #[arg(long, value_parser = parse_size)]
     stream_chunk_size: Option<u32>,
+    /// zstd level for new data (1 fastest … 19 smallest; default 3).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression: Option<i32>,
 }
 
 /// Parses `4096`, `16K`, `1M`.
@@ -213,7 +228,10 @@ fn parse_size(s: &str) -> Result<u32, String> {
         Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
         _ => (s, 1),
     };
-    num.parse::<u32>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("invalid size {s:?} (use e.g. 16K or 1M)"))
+    num.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size {s:?} (use e.g. 16K or 1M)"))
 }
 
 fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
@@ -225,12 +243,19 @@ fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
     if let Some(avg) = a.stream_chunk_size {
         opts.config.stream_chunker = salvor_engine::format::config::ChunkerParams::around(avg)?;
     }
+    if let Some(level) = a.compression {
+        opts.config.compression_level = level;
+    }
     let pw = password::get(g, true)?;
     let repo = Repository::init(backend, pw.as_bytes(), &opts)?;
     if g.json {
         output::json(&serde_json::json!({ "id": repo.config().id, "location": g.location()? }))?;
     } else if !g.quiet {
-        println!("created repository {} at {}", &repo.config().id[..8], g.location()?);
+        println!(
+            "created repository {} at {}",
+            &repo.config().id[..8],
+            g.location()?
+        );
         println!("keep the password safe: without it the data cannot be restored");
     }
     Ok(0)

@@ -18,7 +18,11 @@ pub struct FaultyBackend<B> {
 impl<B: Backend> FaultyBackend<B> {
     /// A transparent wrapper.
     pub fn new(inner: B) -> Self {
-        Self { inner, writes_left: AtomicI64::new(-1), flip_bit: AtomicU64::new(0) }
+        Self {
+            inner,
+            writes_left: AtomicI64::new(-1),
+            flip_bit: AtomicU64::new(0),
+        }
     }
     /// Lets `n` more writes succeed, then fails every write like a full disk.
     pub fn fail_writes_after(&self, n: i64) {
@@ -49,18 +53,30 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.read(kind, name).map(|d| self.corrupt(kind, d))
     }
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, length).map(|d| self.corrupt(kind, d))
+        self.inner
+            .read_range(kind, name, offset, length)
+            .map(|d| self.corrupt(kind, d))
     }
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         if self.writes_left.load(Ordering::SeqCst) == 0 {
-            return Err(Error::new(ErrorKind::Backend, format!("cannot write {}", kind.path(name)))
-                .source(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("cannot write {}", kind.path(name)),
+            )
+            .source(std::io::Error::from_raw_os_error(libc::ENOSPC)));
         }
-        let _ = self.writes_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1));
+        let _ = self
+            .writes_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                (v > 0).then(|| v - 1)
+            });
         self.inner.write(kind, name, data)
     }
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
         self.inner.delete(kind, name)
+    }
+    fn connections(&self) -> usize {
+        self.inner.connections()
     }
     fn create(&self) -> Result<()> {
         self.inner.create()

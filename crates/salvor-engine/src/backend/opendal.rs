@@ -30,7 +30,8 @@ fn od_err(what: String, e: opendal::Error) -> Error {
     };
     let mut err = Error::new(kind, what).source(e);
     if err.is_no_space() {
-        err = err.hint("the repository's disk is full: free space there, then run the command again");
+        err =
+            err.hint("the repository's disk is full: free space there, then run the command again");
     } else if kind == ErrorKind::Backend {
         err = err.hint("check that the repository location is reachable and writable");
     }
@@ -53,7 +54,9 @@ impl OpendalBackend {
         let mut local_root = None;
         let op = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let mut b = services::S3::default().bucket(bucket).root(&format!("/{prefix}"));
+            let mut b = services::S3::default()
+                .bucket(bucket)
+                .root(&format!("/{prefix}"));
             if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
                 b = b.endpoint(&ep);
             }
@@ -61,10 +64,15 @@ impl OpendalBackend {
             Operator::new(b).map_err(|e| od_err(format!("invalid s3 location {url}"), e))?
         } else if let Some(rest) = url.strip_prefix("sftp://") {
             let (auth, path) = rest.split_once('/').ok_or_else(|| {
-                Error::invalid(format!("invalid sftp location {url}")).hint("use sftp://[USER@]HOST[:PORT]/PATH")
+                Error::invalid(format!("invalid sftp location {url}"))
+                    .hint("use sftp://[USER@]HOST[:PORT]/PATH")
             })?;
-            let (user, host) = auth.split_once('@').map_or((None, auth), |(u, h)| (Some(u), h));
-            let mut b = services::Sftp::default().endpoint(host).root(&format!("/{path}"));
+            let (user, host) = auth
+                .split_once('@')
+                .map_or((None, auth), |(u, h)| (Some(u), h));
+            let mut b = services::Sftp::default()
+                .endpoint(host)
+                .root(&format!("/{path}"));
             if let Some(u) = user {
                 b = b.user(u);
             }
@@ -73,14 +81,18 @@ impl OpendalBackend {
             }
             Operator::new(b).map_err(|e| od_err(format!("invalid sftp location {url}"), e))?
         } else if url.starts_with("memory://") {
-            Operator::new(services::Memory::default()).map_err(|e| od_err("memory backend".into(), e))?
+            Operator::new(services::Memory::default())
+                .map_err(|e| od_err("memory backend".into(), e))?
         } else {
             let path = url.strip_prefix("file://").unwrap_or(url);
             if path.contains("://") {
-                return Err(Error::invalid(format!("unknown repository scheme in {url}"))
-                    .hint("use a local path, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH"));
+                return Err(
+                    Error::invalid(format!("unknown repository scheme in {url}"))
+                        .hint("use a local path, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH"),
+                );
             }
-            let root = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+            let root =
+                std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
             let tmp = root.join("tmp");
             let b = services::Fs::default()
                 .root(&root.to_string_lossy())
@@ -89,14 +101,21 @@ impl OpendalBackend {
             Operator::new(b).map_err(|e| od_err(format!("invalid local location {url}"), e))?
         };
         let op = op.layer(RetryLayer::new().with_max_times(4).with_jitter());
-        let op = blocking::Operator::new(op).map_err(|e| od_err("cannot create the backend".into(), e))?;
+        let op = blocking::Operator::new(op)
+            .map_err(|e| od_err("cannot create the backend".into(), e))?;
         drop(_guard);
-        Ok(Self { location: url.to_string(), op, local_root, _runtime: runtime })
+        Ok(Self {
+            location: url.to_string(),
+            op,
+            local_root,
+            _runtime: runtime,
+        })
     }
 
     fn sync_dir(dir: &Path) -> Result<()> {
         let f = std::fs::File::open(dir).map_err(|e| Error::io("cannot open directory", dir, e))?;
-        f.sync_all().map_err(|e| Error::io("cannot fsync directory", dir, e))
+        f.sync_all()
+            .map_err(|e| Error::io("cannot fsync directory", dir, e))
     }
 }
 
@@ -108,9 +127,16 @@ impl Backend for OpendalBackend {
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
         let dir = kind.dir();
         if dir.is_empty() {
-            return Ok(if self.exists(kind, "config")? { vec![("config".into(), 0)] } else { vec![] });
+            return Ok(if self.exists(kind, "config")? {
+                vec![("config".into(), 0)]
+            } else {
+                vec![]
+            });
         }
-        let opts = options::ListOptions { recursive: true, ..Default::default() };
+        let opts = options::ListOptions {
+            recursive: true,
+            ..Default::default()
+        };
         let entries = match self.op.list_options(dir, opts) {
             Ok(e) => e,
             Err(e) if e.kind() == OdKind::NotFound => return Ok(Vec::new()),
@@ -127,7 +153,11 @@ impl Backend for OpendalBackend {
             }
             let mut size = e.metadata().content_length();
             if size == 0 {
-                size = self.op.stat(e.path()).map(|m| m.content_length()).unwrap_or(0);
+                size = self
+                    .op
+                    .stat(e.path())
+                    .map(|m| m.content_length())
+                    .unwrap_or(0);
             }
             out.push((name, size));
         }
@@ -136,13 +166,22 @@ impl Backend for OpendalBackend {
 
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
         let path = kind.path(name);
-        self.op.read(&path).map(|b| b.to_vec()).map_err(|e| od_err(format!("cannot read {path}"), e))
+        self.op
+            .read(&path)
+            .map(|b| b.to_vec())
+            .map_err(|e| od_err(format!("cannot read {path}"), e))
     }
 
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let path = kind.path(name);
-        let opts = options::ReadOptions { range: (offset..offset + length).into(), ..Default::default() };
-        let buf = self.op.read_options(&path, opts).map_err(|e| od_err(format!("cannot read {path}"), e))?;
+        let opts = options::ReadOptions {
+            range: (offset..offset + length).into(),
+            ..Default::default()
+        };
+        let buf = self
+            .op
+            .read_options(&path, opts)
+            .map_err(|e| od_err(format!("cannot read {path}"), e))?;
         if buf.len() as u64 != length {
             return Err(Error::corrupt(format!(
                 "{path} is truncated: wanted {length} bytes at offset {offset}, got {}",
@@ -153,8 +192,14 @@ impl Backend for OpendalBackend {
     }
 
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.write_owned(kind, name, data.to_vec())
+    }
+
+    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<()> {
         let path = kind.path(name);
-        self.op.write(&path, data.to_vec()).map_err(|e| od_err(format!("cannot write {path}"), e))?;
+        self.op
+            .write(&path, data)
+            .map_err(|e| od_err(format!("cannot write {path}"), e))?;
         if let Some(root) = &self.local_root {
             let full = root.join(&path);
             if let Some(parent) = full.parent() {
@@ -166,12 +211,18 @@ impl Backend for OpendalBackend {
 
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
         let path = kind.path(name);
-        self.op.delete(&path).map_err(|e| od_err(format!("cannot delete {path}"), e))
+        self.op
+            .delete(&path)
+            .map_err(|e| od_err(format!("cannot delete {path}"), e))
     }
 
     fn create(&self) -> Result<()> {
-        let Some(root) = &self.local_root else { return Ok(()) };
-        let mk = |p: PathBuf| std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create directory", &p, e));
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mk = |p: PathBuf| {
+            std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create directory", &p, e))
+        };
         for d in ["keys", "index", "snapshots", "locks", "tmp"] {
             mk(root.join(d))?;
         }
@@ -192,8 +243,14 @@ impl Backend for OpendalBackend {
         Ok(())
     }
 
+    fn connections(&self) -> usize {
+        if self.local_root.is_some() { 1 } else { 4 }
+    }
+
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         let path = kind.path(name);
-        self.op.exists(&path).map_err(|e| od_err(format!("cannot check {path}"), e))
+        self.op
+            .exists(&path)
+            .map_err(|e| od_err(format!("cannot check {path}"), e))
     }
 }

@@ -42,7 +42,14 @@ pub(super) fn build(
         }
         drop(job_rx);
         let walker = s.spawn(move || {
-            let mut w = Walker { session, reader: blobs, excludes, jobs: job_tx, events: ev_tx, counts: WalkCounts::default() };
+            let mut w = Walker {
+                session,
+                reader: blobs,
+                excludes,
+                jobs: job_tx,
+                events: ev_tx,
+                counts: WalkCounts::default(),
+            };
             w.walk_selection(std::path::Path::new("/"), paths, parent.as_ref());
             w.counts
         });
@@ -61,7 +68,11 @@ pub(super) fn build(
                     }
                     stack.last_mut().expect("root").1.push(node);
                 }
-                Event::File { mut node, result, is_new } => {
+                Event::File {
+                    mut node,
+                    result,
+                    is_new,
+                } => {
                     let Ok(res) = result.recv() else { continue };
                     session.progress.files.fetch_add(1, Ordering::Relaxed);
                     if let Some(e) = res.error {
@@ -74,7 +85,11 @@ pub(super) fn build(
                     node.content = res.content;
                     node.size = res.size;
                     summary.total_bytes += node.size;
-                    if is_new { summary.files_new += 1 } else { summary.files_changed += 1 }
+                    if is_new {
+                        summary.files_new += 1
+                    } else {
+                        summary.files_changed += 1
+                    }
                     stack.last_mut().expect("root").1.push(node);
                 }
             }

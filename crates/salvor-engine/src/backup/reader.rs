@@ -39,10 +39,23 @@ fn read_file(session: &Session, chunker: &Chunker, job: &Job, buf: &mut Vec<u8>)
         Ok(m) => {
             let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
             let ctime = m.ctime() * 1_000_000_000 + m.ctime_nsec();
-            (mtime != job.node.mtime_ns || ctime != job.node.ctime_ns || m.size() != size || size != job.node.size)
-                .then(|| format!("{}: file changed while it was read; the stored copy may be inconsistent", job.path.display()))
+            (mtime != job.node.mtime_ns
+                || ctime != job.node.ctime_ns
+                || m.size() != size
+                || size != job.node.size)
+                .then(|| {
+                    format!(
+                        "{}: file changed while it was read; the stored copy may be inconsistent",
+                        job.path.display()
+                    )
+                })
         }
         Err(e) => Some(format!("{}: {e}", job.path.display())),
     };
-    FileResult { content, size, error: None, warning }
+    FileResult {
+        content,
+        size,
+        error: None,
+        warning,
+    }
 }

@@ -32,11 +32,22 @@ impl ExcludeSet {
     pub fn new(patterns: &[String]) -> Result<Self> {
         let (mut by_name, mut by_path) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         for p in patterns {
-            let g = Glob::new(p).map_err(|e| Error::invalid(format!("invalid exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') { by_path.add(g) } else { by_name.add(g) };
+            let g = Glob::new(p)
+                .map_err(|e| Error::invalid(format!("invalid exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                by_path.add(g)
+            } else {
+                by_name.add(g)
+            };
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::invalid(format!("invalid exclude patterns: {e}")));
-        Ok(Self { by_name: build(by_name)?, by_path: build(by_path)? })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::invalid(format!("invalid exclude patterns: {e}")))
+        };
+        Ok(Self {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+        })
     }
 
     /// Whether `path` (with final component `name`) is excluded.
@@ -65,7 +76,11 @@ pub(super) enum Event {
     Enter(Node),
     Leave,
     Entry(Node),
-    File { node: Node, result: Receiver<FileResult>, is_new: bool },
+    File {
+        node: Node,
+        result: Receiver<FileResult>,
+        is_new: bool,
+    },
 }
 
 /// Builds a tree node from `lstat` metadata.
@@ -128,7 +143,9 @@ impl Walker<'_> {
         match self.reader.read_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.session.warn(format!("parent tree {id} unreadable, reading everything again: {e}"));
+                self.session.warn(format!(
+                    "parent tree {id} unreadable, reading everything again: {e}"
+                ));
                 None
             }
         }
@@ -139,7 +156,9 @@ impl Walker<'_> {
     pub fn walk_selection(&mut self, base: &Path, selected: &[PathBuf], parent: Option<&Tree>) {
         let mut groups: BTreeMap<OsString, (bool, Vec<PathBuf>)> = BTreeMap::new();
         for p in selected {
-            let Ok(rel) = p.strip_prefix(base) else { continue };
+            let Ok(rel) = p.strip_prefix(base) else {
+                continue;
+            };
             let mut comps = rel.components();
             let Some(first) = comps.next() else { continue };
             let g = groups.entry(first.as_os_str().to_owned()).or_default();
@@ -227,13 +246,28 @@ impl Walker<'_> {
             self.counts.unchanged += 1;
             self.counts.unchanged_bytes += node.size;
             self.session.progress.files.fetch_add(1, Ordering::Relaxed);
-            self.session.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+            self.session
+                .progress
+                .bytes
+                .fetch_add(node.size, Ordering::Relaxed);
             return self.emit(Event::Entry(node));
         }
         let (tx, rx) = bounded(1);
         let is_new = parent.is_none();
-        if self.jobs.send(Job { path: path.to_path_buf(), node: node.clone(), reply: tx }).is_ok() {
-            self.emit(Event::File { node, result: rx, is_new });
+        if self
+            .jobs
+            .send(Job {
+                path: path.to_path_buf(),
+                node: node.clone(),
+                reply: tx,
+            })
+            .is_ok()
+        {
+            self.emit(Event::File {
+                node,
+                result: rx,
+                is_new,
+            });
         }
     }
 }

@@ -23,7 +23,11 @@ pub struct BlobReader {
 impl BlobReader {
     /// A reader over `index`.
     pub fn new(repo: &Repository, index: Arc<Index>) -> Self {
-        Self { repo: repo.clone(), index, cache: Mutex::new(Vec::new()) }
+        Self {
+            repo: repo.clone(),
+            index,
+            cache: Mutex::new(Vec::new()),
+        }
     }
 
     /// The index.
@@ -43,7 +47,12 @@ impl BlobReader {
     pub fn read_frame(&self, n: u32) -> Result<Vec<u8>> {
         let f: &FrameLocation = self.index.frame(n);
         let pack = self.index.pack(f.pack);
-        let ct = self.repo.backend().read_range(FileType::Pack, &pack.id.to_hex(), f.offset, u64::from(f.length))?;
+        let ct = self.repo.backend().read_range(
+            FileType::Pack,
+            &pack.id.to_hex(),
+            f.offset,
+            u64::from(f.length),
+        )?;
         crate::pack::decode_frame(self.repo.key(), &pack.salt, f, &ct, &pack.id)
     }
 
@@ -70,8 +79,13 @@ impl BlobReader {
                 .hint("run `salvor check`; the index or a pack may be missing")
         })?;
         let frame = self.frame(loc.frame)?;
-        let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-        let data = frame.get(s..e).ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
+        let (s, e) = (
+            loc.offset as usize,
+            loc.offset as usize + loc.length as usize,
+        );
+        let data = frame
+            .get(s..e)
+            .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
         verify_blob(self.repo.key(), id, data)?;
         Ok(data.to_vec())
     }
@@ -97,11 +111,22 @@ pub fn validate_tree(id: &BlobId, tree: &Tree) -> Result<()> {
     let mut prev: Option<&[u8]> = None;
     for n in &tree.nodes {
         let name = n.name.as_slice();
-        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-            return Err(Error::corrupt(format!("tree {id} holds an unsafe file name {:?}", n.name_lossy())));
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.contains(&b'/')
+            || name.contains(&0)
+        {
+            return Err(Error::corrupt(format!(
+                "tree {id} holds an unsafe file name {:?}",
+                n.name_lossy()
+            )));
         }
         if prev.is_some_and(|p| p >= name) {
-            return Err(Error::corrupt(format!("tree {id} is not sorted or repeats the name {:?}", n.name_lossy())));
+            return Err(Error::corrupt(format!(
+                "tree {id} is not sorted or repeats the name {:?}",
+                n.name_lossy()
+            )));
         }
         prev = Some(name);
     }

@@ -37,14 +37,20 @@ pub fn hostname() -> String {
 
 /// The local user name.
 pub fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Builds a key file wrapping `master` under `password`; returns (name, bytes).
 ///
 /// # Errors
 /// Invalid KDF parameters.
-pub fn make_key_file(master: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<(String, Vec<u8>)> {
+pub fn make_key_file(
+    master: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<(String, Vec<u8>)> {
     let salt: [u8; 16] = rand::random();
     let kek = crypto::derive_kek(password, &salt, kdf)?;
     let file = KeyFile {
@@ -62,20 +68,30 @@ pub fn make_key_file(master: &MasterKey, password: &[u8], kdf: KdfParams) -> Res
 }
 
 fn parse(name: &str, bytes: &[u8]) -> Result<KeyFile> {
-    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("key {name} does not decode: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(format!("key {name} does not decode: {e}")))
 }
 
 fn try_key(file: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
     if file.version != 1 || file.kdf != "argon2id" {
-        return Err(Error::corrupt(format!("unsupported key file (version {}, kdf {:?})", file.version, file.kdf)));
+        return Err(Error::corrupt(format!(
+            "unsupported key file (version {}, kdf {:?})",
+            file.version, file.kdf
+        )));
     }
     // Key files are not authenticated: bound the cost a forged one can demand.
     let p = file.kdf_params;
     if p.memory_kib > 4 * 1024 * 1024 || p.iterations > 64 || p.parallelism > 16 {
-        return Err(Error::corrupt(format!("key file demands excessive argon2 cost {p:?}")));
+        return Err(Error::corrupt(format!(
+            "key file demands excessive argon2 cost {p:?}"
+        )));
     }
-    let salt = B64.decode(&file.salt).map_err(|_| Error::corrupt("key salt is not base64"))?;
-    let wrapped = B64.decode(&file.wrapped).map_err(|_| Error::corrupt("wrapped key is not base64"))?;
+    let salt = B64
+        .decode(&file.salt)
+        .map_err(|_| Error::corrupt("key salt is not base64"))?;
+    let wrapped = B64
+        .decode(&file.wrapped)
+        .map_err(|_| Error::corrupt("wrapped key is not base64"))?;
     let kek = crypto::derive_kek(password, &salt, file.kdf_params)?;
     Ok(crypto::unwrap_master(&kek, &wrapped))
 }
@@ -87,7 +103,10 @@ fn try_key(file: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
 pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
     let names = backend.list(FileType::Key)?;
     if names.is_empty() {
-        return Err(Error::corrupt(format!("the repository at {} has no key files", backend.location())));
+        return Err(Error::corrupt(format!(
+            "the repository at {} has no key files",
+            backend.location()
+        )));
     }
     // Argon2 dominates: try keys in parallel.
     let found = names
@@ -107,7 +126,9 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
             }
         }
     }
-    Err(first_err.filter(|e| e.kind() != ErrorKind::Corrupt).unwrap_or_else(crypto::wrong_password))
+    Err(first_err
+        .filter(|e| e.kind() != ErrorKind::Corrupt)
+        .unwrap_or_else(crypto::wrong_password))
 }
 
 impl Repository {
@@ -150,14 +171,23 @@ impl Repository {
     /// No or several matches, the current key, the last key.
     pub fn remove_key(&self, prefix: &str) -> Result<String> {
         let keys = self.list_keys()?;
-        let m: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(prefix) && !prefix.is_empty()).collect();
+        let m: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.starts_with(prefix) && !prefix.is_empty())
+            .collect();
         let k = match m.as_slice() {
             [k] => *k,
             [] => {
-                return Err(Error::new(ErrorKind::NotFound, format!("no key matches {prefix:?}"))
-                    .hint("list keys with `salvor key list`"));
+                return Err(
+                    Error::new(ErrorKind::NotFound, format!("no key matches {prefix:?}"))
+                        .hint("list keys with `salvor key list`"),
+                );
             }
-            _ => return Err(Error::invalid(format!("key prefix {prefix:?} is ambiguous"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "key prefix {prefix:?} is ambiguous"
+                )));
+            }
         };
         if k.current {
             return Err(Error::invalid("refusing to remove the key in use")

@@ -65,8 +65,10 @@ impl Repository {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.context(format!("cannot read lock {name}"))),
             };
-            let l = serde_json::from_slice::<LockFile>(&plain)
-                .map_err(|e| Error::corrupt(format!("lock {name} does not decode: {e}")).hint("remove it with `salvor unlock --remove-all` once no salvor runs"))?;
+            let l = serde_json::from_slice::<LockFile>(&plain).map_err(|e| {
+                Error::corrupt(format!("lock {name} does not decode: {e}"))
+                    .hint("remove it with `salvor unlock --remove-all` once no salvor runs")
+            })?;
             out.push((name, l));
         }
         Ok(out)
@@ -76,14 +78,26 @@ impl Repository {
         Ok(self
             .locks()?
             .into_iter()
-            .filter(|(n, l)| Some(n.as_str()) != except && !l.is_stale() && (exclusive || l.exclusive))
+            .filter(|(n, l)| {
+                Some(n.as_str()) != except && !l.is_stale() && (exclusive || l.exclusive)
+            })
             .map(|(_, l)| l)
             .next())
     }
 
     fn write_lock(&self, exclusive: bool, command: &str) -> Result<String> {
-        let lock = LockFile { exclusive, hostname: hostname(), pid: std::process::id(), refreshed: now(), command: command.into() };
-        let id = self.write_doc(FileType::Lock, ObjectKind::Lock, &serde_json::to_vec(&lock).expect("lock json"))?;
+        let lock = LockFile {
+            exclusive,
+            hostname: hostname(),
+            pid: std::process::id(),
+            refreshed: now(),
+            command: command.into(),
+        };
+        let id = self.write_doc(
+            FileType::Lock,
+            ObjectKind::Lock,
+            &serde_json::to_vec(&lock).expect("lock json"),
+        )?;
         Ok(hex::encode(id))
     }
 
@@ -93,7 +107,9 @@ impl Repository {
     /// [`ErrorKind::Locked`] naming the holder.
     pub fn lock(&self, exclusive: bool, command: &str) -> Result<LockGuard> {
         let locked = |l: LockFile| {
-            let since = jiff::Timestamp::from_second(l.refreshed).map(|t| t.to_string()).unwrap_or_default();
+            let since = jiff::Timestamp::from_second(l.refreshed)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             Error::new(
                 ErrorKind::Locked,
                 format!(
@@ -126,7 +142,12 @@ impl Repository {
                 }
             }
         });
-        Ok(LockGuard { repo: self.clone(), name, stop: Some(tx), refresher: Some(refresher) })
+        Ok(LockGuard {
+            repo: self.clone(),
+            name,
+            stop: Some(tx),
+            refresher: Some(refresher),
+        })
     }
 
     /// Removes stale locks, or every lock with `all`; returns how many.

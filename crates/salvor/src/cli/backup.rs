@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::Args;
+use salvor_engine::Error;
 use salvor_engine::backup::{self, BackupOptions, BackupProgress, StreamOptions};
 use salvor_engine::format::snapshot::Snapshot;
 use salvor_engine::id::SnapshotId;
-use salvor_engine::Error;
 
 use super::progress::Ticker;
 use super::{EXIT_PARTIAL, GlobalOptions, output};
@@ -48,14 +48,22 @@ pub struct BackupArgs {
 }
 
 fn read_exclude_file(path: &PathBuf) -> salvor_engine::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read exclude file", path, e))?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("cannot read exclude file", path, e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 /// Runs `salvor backup`.
 pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
     if !a.stdin && a.paths.is_empty() {
-        return Err(Error::invalid("nothing to back up").hint("name at least one path, or use --stdin").into());
+        return Err(Error::invalid("nothing to back up")
+            .hint("name at least one path, or use --stdin")
+            .into());
     }
     let repo = g.open()?;
     let progress = Arc::new(BackupProgress::default());
@@ -64,11 +72,20 @@ pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
         g.show_progress(),
         Box::new(move || {
             let files = p.files.load(Ordering::Relaxed);
-            (p.bytes.load(Ordering::Relaxed), p.total_bytes.load(Ordering::Relaxed), format!("{files} files"))
+            (
+                p.bytes.load(Ordering::Relaxed),
+                p.total_bytes.load(Ordering::Relaxed),
+                format!("{files} files"),
+            )
         }),
     );
     let (id, snap) = if a.stdin {
-        let opts = StreamOptions { name: a.stdin_name.clone(), tags: a.tags.clone(), host: a.host.clone(), job: None };
+        let opts = StreamOptions {
+            name: a.stdin_name.clone(),
+            tags: a.tags.clone(),
+            host: a.host.clone(),
+            job: None,
+        };
         backup::backup_stream(&repo, std::io::stdin().lock(), &opts, progress)?
     } else {
         let mut excludes = a.excludes.clone();
@@ -105,10 +122,10 @@ fn spawn_scan(paths: Vec<PathBuf>, progress: Arc<BackupProgress>) {
         let mut total = 0;
         for p in paths {
             for e in walkdir::WalkDir::new(p).into_iter().flatten() {
-                if let Ok(m) = e.metadata() {
-                    if m.is_file() {
-                        total += m.len();
-                    }
+                if let Ok(m) = e.metadata()
+                    && m.is_file()
+                {
+                    total += m.len();
                 }
             }
             progress.total_bytes.store(total, Ordering::Relaxed);
@@ -119,7 +136,9 @@ fn spawn_scan(paths: Vec<PathBuf>, progress: Arc<BackupProgress>) {
 fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result<()> {
     let s = &snap.summary;
     if g.json {
-        return output::json(&serde_json::json!({ "snapshot": id.to_hex(), "partial": snap.partial, "summary": s }));
+        return output::json(
+            &serde_json::json!({ "snapshot": id.to_hex(), "partial": snap.partial, "summary": s }),
+        );
     }
     for w in &s.warnings {
         eprintln!("warning: {w}");
@@ -127,8 +146,19 @@ fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result
     if g.quiet {
         return Ok(());
     }
-    println!("snapshot {} saved{}", id.short(), if snap.partial { " (partial: some files could not be read)" } else { "" });
-    println!("  files: {} new, {} changed, {} unchanged; {} directories", s.files_new, s.files_changed, s.files_unchanged, s.dirs);
+    println!(
+        "snapshot {} saved{}",
+        id.short(),
+        if snap.partial {
+            " (partial: some files could not be read)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  files: {} new, {} changed, {} unchanged; {} directories",
+        s.files_new, s.files_changed, s.files_unchanged, s.dirs
+    );
     println!(
         "  read {}, added {} ({} stored) of {} total in {:.1}s",
         output::bytes(s.bytes_read),

@@ -33,8 +33,16 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
     let ticker = Ticker::start(
         g.show_progress() && read_data.is_some(),
         Box::new(move || {
-            let msg = format!("{}/{} packs", p.packs_done.load(Ordering::Relaxed), p.packs_total.load(Ordering::Relaxed));
-            (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed), msg)
+            let msg = format!(
+                "{}/{} packs",
+                p.packs_done.load(Ordering::Relaxed),
+                p.packs_total.load(Ordering::Relaxed)
+            );
+            (
+                p.bytes_done.load(Ordering::Relaxed),
+                p.bytes_total.load(Ordering::Relaxed),
+                msg,
+            )
         }),
     );
     let r = check::check(&repo, &CheckOptions { read_data }, &progress)?;
@@ -54,7 +62,11 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
                 r.snapshots,
                 r.packs,
                 r.blobs,
-                if read_data.is_some() { format!("; read {} packs", r.packs_read) } else { String::new() }
+                if read_data.is_some() {
+                    format!("; read {} packs", r.packs_read)
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -64,7 +76,10 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     } else {
-        eprintln!("salvor: the repository has {} errors; restore what you can with `salvor restore`, and back up again to replace damaged data", r.errors.len());
+        eprintln!(
+            "salvor: the repository has {} errors; restore what you can with `salvor restore`, and back up again to replace damaged data",
+            r.errors.len()
+        );
         Ok(1)
     }
 }

@@ -37,40 +37,77 @@ fn write(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 }
 
 fn sample_tree(src: &Path) -> anyhow::Result<()> {
-    write(&src.join("etc/app/config.toml"), b"[server]\nlisten = \"127.0.0.1:8080\"\nworkers = 4\n", 0o644)?;
-    write(&src.join("etc/app/tls/server.key"), b"-----BEGIN PRIVATE KEY-----\nZGVtbyBrZXkgb25seQ==\n-----END PRIVATE KEY-----\n", 0o600)?;
-    let pools: Vec<String> = (0..2000).map(|i| format!("{{\"id\":{i},\"cidr\":\"10.{}.{}.0/24\",\"tenant\":\"t{}\"}}", i / 256, i % 256, i % 17)).collect();
-    write(&src.join("var/lib/ipam/pools.json"), format!("[{}]\n", pools.join(",\n")).as_bytes(), 0o640)?;
+    write(
+        &src.join("etc/app/config.toml"),
+        b"[server]\nlisten = \"127.0.0.1:8080\"\nworkers = 4\n",
+        0o644,
+    )?;
+    write(
+        &src.join("etc/app/tls/server.key"),
+        b"-----BEGIN PRIVATE KEY-----\nZGVtbyBrZXkgb25seQ==\n-----END PRIVATE KEY-----\n",
+        0o600,
+    )?;
+    let pools: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"cidr\":\"10.{}.{}.0/24\",\"tenant\":\"t{}\"}}",
+                i / 256,
+                i % 256,
+                i % 17
+            )
+        })
+        .collect();
+    write(
+        &src.join("var/lib/ipam/pools.json"),
+        format!("[{}]\n", pools.join(",\n")).as_bytes(),
+        0o640,
+    )?;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let binary: Vec<u8> = (0..3 << 20)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if i % 4096 < 1024 { (x & 0xff) as u8 } else { b'a' + (i % 26) as u8 }
+            if i % 4096 < 1024 {
+                (x & 0xff) as u8
+            } else {
+                b'a' + (i % 26) as u8
+            }
         })
         .collect();
     write(&src.join("var/lib/store/blob.bin"), &binary, 0o644)?;
     write(&src.join("var/lib/store/empty"), b"", 0o644)?;
     std::os::unix::fs::symlink("../../etc/app/config.toml", src.join("var/lib/config-link"))?;
-    std::fs::hard_link(src.join("var/lib/ipam/pools.json"), src.join("var/lib/ipam/pools.hardlink.json"))?;
-    let odd = src.join(std::ffi::OsStr::from_bytes(b"var/name-\xff\xfe-not-utf8.txt"));
+    std::fs::hard_link(
+        src.join("var/lib/ipam/pools.json"),
+        src.join("var/lib/ipam/pools.hardlink.json"),
+    )?;
+    let odd = src.join(std::ffi::OsStr::from_bytes(
+        b"var/name-\xff\xfe-not-utf8.txt",
+    ));
     write(&odd, b"file names are bytes\n", 0o644)?;
     Ok(())
 }
 
 /// Compares two trees: type, content, mode, symlink target, mtime.
 fn compare(a: &Path, b: &Path, files: &mut u64) -> anyhow::Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(a)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = std::fs::read_dir(a)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
-    let mut other: Vec<_> = std::fs::read_dir(b)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut other: Vec<_> = std::fs::read_dir(b)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     other.sort();
     if names != other {
         bail!("{} and {} list different entries", a.display(), b.display());
     }
     for n in names {
         let (pa, pb) = (a.join(&n), b.join(&n));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa)?, std::fs::symlink_metadata(&pb)?);
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa)?,
+            std::fs::symlink_metadata(&pb)?,
+        );
         if ma.file_type() != mb.file_type() || (!ma.is_symlink() && ma.mode() != mb.mode()) {
             bail!("{} differs in type or mode", pb.display());
         }
@@ -112,7 +149,10 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     let backend = salvor_engine::backend::open_url(&repo_dir.to_string_lossy())?;
     let repo = Repository::init(backend, b"salvor-demo-password", &Default::default())?;
     say(format!("2. repository created at {}", repo_dir.display()));
-    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
     let (id1, s1) = backup::backup_paths(&repo, &opts, Arc::default())?;
     say(format!(
         "3. backup {}: {} files, {} read, {} stored",
@@ -121,7 +161,11 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         output::bytes(s1.summary.bytes_read),
         output::bytes(s1.summary.bytes_stored)
     ));
-    write(&src.join("etc/app/config.toml"), b"[server]\nlisten = \"127.0.0.1:8080\"\nworkers = 8\n", 0o644)?;
+    write(
+        &src.join("etc/app/config.toml"),
+        b"[server]\nlisten = \"127.0.0.1:8080\"\nworkers = 8\n",
+        0o644,
+    )?;
     let (id2, s2) = backup::backup_paths(&repo, &opts, Arc::default())?;
     say(format!(
         "4. backup {} after editing one file: {} changed, {} unchanged (not read again), {} stored",
@@ -130,19 +174,49 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         s2.summary.files_unchanged,
         output::bytes(s2.summary.bytes_stored)
     ));
-    let dump: Vec<u8> = (0..50_000).flat_map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i}');\n").into_bytes()).collect();
-    let sopts = StreamOptions { name: "demo.sql".into(), ..Default::default() };
+    let dump: Vec<u8> = (0..50_000)
+        .flat_map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i}');\n").into_bytes())
+        .collect();
+    let sopts = StreamOptions {
+        name: "demo.sql".into(),
+        ..Default::default()
+    };
     let (id3, _) = backup::backup_stream(&repo, dump.as_slice(), &sopts, Arc::default())?;
-    say(format!("5. stream backup {} of a {} generated dump", id3.short(), output::bytes(dump.len() as u64)));
-    let r = check::check(&repo, &CheckOptions { read_data: Some(Subset::All) }, &Default::default())?;
+    say(format!(
+        "5. stream backup {} of a {} generated dump",
+        id3.short(),
+        output::bytes(dump.len() as u64)
+    ));
+    let r = check::check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(Subset::All),
+        },
+        &Default::default(),
+    )?;
     if !r.errors.is_empty() {
         bail!("check found errors: {}", r.errors.join("; "));
     }
-    say(format!("6. check --read-data: {} snapshots, {} packs read, no errors", r.snapshots, r.packs_read));
+    say(format!(
+        "6. check --read-data: {} snapshots, {} packs read, no errors",
+        r.snapshots, r.packs_read
+    ));
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
-    restore::restore(&reader, &s2, &RestoreOptions { target: target.clone(), ..Default::default() }, &Default::default())?;
+    restore::restore(
+        &reader,
+        &s2,
+        &RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+        &Default::default(),
+    )?;
     let mut files = 0;
-    compare(&src, &target.join(src.strip_prefix("/").unwrap_or(&src)), &mut files)?;
+    compare(
+        &src,
+        &target.join(src.strip_prefix("/").unwrap_or(&src)),
+        &mut files,
+    )?;
     let snap3 = repo.read_snapshot(&id3)?;
     let node = browse::find(&reader, &snap3.tree, "demo.sql")?.context("demo.sql missing")?;
     let mut back = Vec::new();
@@ -150,7 +224,10 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     if back != dump {
         bail!("the restored stream differs from the original");
     }
-    say(format!("7. restored to {}: {files} files identical to the source (content, modes, links, mtimes); stream identical", target.display()));
+    say(format!(
+        "7. restored to {}: {files} files identical to the source (content, modes, links, mtimes); stream identical",
+        target.display()
+    ));
     say(format!(
         "\nnext: export SALVOR_REPO={} and SALVOR_PASSWORD=salvor-demo-password, then try `salvor snapshots`, `salvor ls latest`, `salvor diff {} {}`",
         repo_dir.display(),

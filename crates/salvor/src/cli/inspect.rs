@@ -43,7 +43,10 @@ pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
         output::json(&v)?;
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  paths",
+        "id", "time", "host", "tags", "size"
+    );
     for (id, s) in &snaps {
         println!(
             "{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  {}{}",
@@ -109,9 +112,21 @@ pub fn ls(g: &GlobalOptions, a: &LsArgs) -> anyhow::Result<i32> {
                 "link_target": (!n.link_target.is_empty()).then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
             }));
         } else if a.long {
-            let t = jiff::Timestamp::from_nanosecond(i128::from(n.mtime_ns)).map(|t| output::time(&t)).unwrap_or_default();
-            let link = if n.link_target.is_empty() { String::new() } else { format!(" -> {}", String::from_utf8_lossy(&n.link_target)) };
-            println!("{} {:>5} {:>5} {:>12} {t} {path}{link}", mode_string(n.kind, n.mode), n.uid, n.gid, n.size);
+            let t = jiff::Timestamp::from_nanosecond(i128::from(n.mtime_ns))
+                .map(|t| output::time(&t))
+                .unwrap_or_default();
+            let link = if n.link_target.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+            };
+            println!(
+                "{} {:>5} {:>5} {:>12} {t} {path}{link}",
+                mode_string(n.kind, n.mode),
+                n.uid,
+                n.gid,
+                n.size
+            );
         } else {
             println!("{path}");
         }
@@ -156,7 +171,14 @@ pub fn diff(g: &GlobalOptions, a: &DiffArgs) -> anyhow::Result<i32> {
             println!("{}    {}", e.change, e.path);
         }
         let count = |c| d.iter().filter(|e| e.change == c).count();
-        println!("{} added, {} removed, {} modified, {} metadata changed, {} type changed", count('+'), count('-'), count('M'), count('U'), count('T'));
+        println!(
+            "{} added, {} removed, {} modified, {} metadata changed, {} type changed",
+            count('+'),
+            count('-'),
+            count('M'),
+            count('U'),
+            count('T')
+        );
     }
     Ok(0)
 }
@@ -175,14 +197,22 @@ pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
     let chosen: Vec<_> = if a.snapshots.is_empty() {
         all
     } else {
-        a.snapshots.iter().map(|s| repo.find_snapshot(s)).collect::<Result<_, _>>()?
+        a.snapshots
+            .iter()
+            .map(|s| repo.find_snapshot(s))
+            .collect::<Result<_, _>>()?
     };
     let index = Arc::new(repo.load_index()?);
     let reader = BlobReader::new(&repo, index.clone());
     let roots: Vec<_> = chosen.iter().map(|(_, s)| s.tree).collect();
     let sizes = browse::sizes(&reader, &roots)?;
     let logical: u64 = chosen.iter().map(|(_, s)| s.summary.total_bytes).sum();
-    let stored: u64 = repo.backend().list(FileType::Pack)?.iter().map(|(_, s)| s).sum();
+    let stored: u64 = repo
+        .backend()
+        .list(FileType::Pack)?
+        .iter()
+        .map(|(_, s)| s)
+        .sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let v = serde_json::json!({
         "snapshots": chosen.len(),
@@ -199,10 +229,24 @@ pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
     } else {
         println!("snapshots:         {}", chosen.len());
         println!("logical size:      {}", output::bytes(logical));
-        println!("unique data:       {} in {} blobs", output::bytes(sizes.unique_bytes), sizes.unique_blobs);
-        println!("stored (all packs): {} in {} packs", output::bytes(stored), index.packs().len());
-        println!("dedup ratio:       {:.2}x", v["dedup_ratio"].as_f64().unwrap_or(0.0));
-        println!("compression ratio: {:.2}x", v["compression_ratio"].as_f64().unwrap_or(0.0));
+        println!(
+            "unique data:       {} in {} blobs",
+            output::bytes(sizes.unique_bytes),
+            sizes.unique_blobs
+        );
+        println!(
+            "stored (all packs): {} in {} packs",
+            output::bytes(stored),
+            index.packs().len()
+        );
+        println!(
+            "dedup ratio:       {:.2}x",
+            v["dedup_ratio"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "compression ratio: {:.2}x",
+            v["compression_ratio"].as_f64().unwrap_or(0.0)
+        );
     }
     Ok(0)
 }

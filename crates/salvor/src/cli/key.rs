@@ -58,23 +58,39 @@ pub fn run(g: &GlobalOptions, a: &KeyArgs) -> anyhow::Result<i32> {
             } else {
                 println!("  {:<8}  {:<12}  {:<16}  created", "id", "user", "host");
                 for k in keys {
-                    println!("{} {:<8}  {:<12}  {:<16}  {}", if k.current { '*' } else { ' ' }, &k.id[..8], k.username, k.hostname, k.created);
+                    println!(
+                        "{} {:<8}  {:<12}  {:<16}  {}",
+                        if k.current { '*' } else { ' ' },
+                        &k.id[..8],
+                        k.username,
+                        k.hostname,
+                        k.created
+                    );
                 }
             }
         }
         KeyCommand::Add { new_password_file } => {
             let pw = password::new_password(new_password_file.as_deref())?;
             let id = repo.add_key(pw.as_bytes(), KdfParams::default())?;
-            say(format!("added key {}", &id[..8]), serde_json::json!({ "added": id }))?;
+            say(
+                format!("added key {}", &id[..8]),
+                serde_json::json!({ "added": id }),
+            )?;
         }
         KeyCommand::Remove { id } => {
             let removed = repo.remove_key(id)?;
-            say(format!("removed key {}", &removed[..8]), serde_json::json!({ "removed": removed }))?;
+            say(
+                format!("removed key {}", &removed[..8]),
+                serde_json::json!({ "removed": removed }),
+            )?;
         }
         KeyCommand::Passwd { new_password_file } => {
             let pw = password::new_password(new_password_file.as_deref())?;
             let id = repo.change_password(pw.as_bytes(), KdfParams::default())?;
-            say(format!("password changed; new key {}", &id[..8]), serde_json::json!({ "key": id }))?;
+            say(
+                format!("password changed; new key {}", &id[..8]),
+                serde_json::json!({ "key": id }),
+            )?;
         }
     }
     Ok(0)

@@ -8,7 +8,8 @@ use salvor_engine::{Error, Result};
 use super::GlobalOptions;
 
 fn from_file(path: &std::path::Path) -> Result<String> {
-    let s = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read password file", path, e))?;
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("cannot read password file", path, e))?;
     Ok(s.lines().next().unwrap_or("").to_string())
 }
 
@@ -20,19 +21,30 @@ fn from_command(cmd: &str) -> Result<String> {
         .output()
         .map_err(|e| Error::invalid("cannot run the password command").source(e))?;
     if !out.status.success() {
-        return Err(Error::invalid(format!("the password command failed ({})", out.status))
-            .hint("check --password-command / SALVOR_PASSWORD_COMMAND"));
+        return Err(
+            Error::invalid(format!("the password command failed ({})", out.status))
+                .hint("check --password-command / SALVOR_PASSWORD_COMMAND"),
+        );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// Reads a password from the terminal; `confirm` asks twice.
 pub fn prompt(what: &str, confirm: bool) -> Result<String> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::invalid(format!("no {what} given and no terminal to ask on"))
-            .hint("set SALVOR_PASSWORD, SALVOR_PASSWORD_FILE or SALVOR_PASSWORD_COMMAND"));
+        return Err(
+            Error::invalid(format!("no {what} given and no terminal to ask on"))
+                .hint("set SALVOR_PASSWORD, SALVOR_PASSWORD_FILE or SALVOR_PASSWORD_COMMAND"),
+        );
     }
-    let read = |p: &str| rpassword::prompt_password(p).map_err(|e| Error::invalid("cannot read the password").source(e));
+    let read = |p: &str| {
+        rpassword::prompt_password(p)
+            .map_err(|e| Error::invalid("cannot read the password").source(e))
+    };
     let first = read(&format!("enter {what}: "))?;
     if confirm && read(&format!("enter {what} again: "))? != first {
         return Err(Error::invalid("the passwords do not match").hint("run the command again"));

@@ -20,7 +20,11 @@ pub type Poll = Box<dyn Fn() -> (u64, u64, String) + Send>;
 impl Ticker {
     /// Starts a byte-based bar when `enabled`.
     pub fn start(enabled: bool, poll: Poll) -> Self {
-        let bar = if enabled { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        let bar = if enabled {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}")
                 .expect("valid template"),

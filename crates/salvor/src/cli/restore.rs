@@ -39,15 +39,25 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         g.show_progress(),
         Box::new(move || {
             let files = p.total_files.load(Ordering::Relaxed);
-            (p.bytes.load(Ordering::Relaxed), p.total_bytes.load(Ordering::Relaxed), format!("{files} files"))
+            (
+                p.bytes.load(Ordering::Relaxed),
+                p.total_bytes.load(Ordering::Relaxed),
+                format!("{files} files"),
+            )
         }),
     );
-    let opts = RestoreOptions { target: a.target.clone(), includes: a.includes.clone(), excludes: a.excludes.clone() };
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.includes.clone(),
+        excludes: a.excludes.clone(),
+    };
     let started = std::time::Instant::now();
     let stats = restore::restore(&reader, &snap, &opts, &progress)?;
     drop(ticker);
     if g.json {
-        output::json(&serde_json::json!({ "snapshot": id.to_hex(), "target": a.target, "stats": stats }))?;
+        output::json(
+            &serde_json::json!({ "snapshot": id.to_hex(), "target": a.target, "stats": stats }),
+        )?;
         return Ok(0);
     }
     for w in &stats.warnings {
@@ -82,12 +92,20 @@ pub fn dump(g: &GlobalOptions, a: &DumpArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
-    let node = browse::find(&reader, &snap.tree, &a.path)?
-        .ok_or_else(|| Error::invalid("dump needs a file path").hint("name a file, e.g. `salvor dump latest db.sql`"))?;
+    let node = browse::find(&reader, &snap.tree, &a.path)?.ok_or_else(|| {
+        Error::invalid("dump needs a file path")
+            .hint("name a file, e.g. `salvor dump latest db.sql`")
+    })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match browse::dump(&reader, &node, &mut out) {
-        Err(e) if std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => Ok(0),
+        Err(e)
+            if std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(0)
+        }
         Err(e) => Err(e.into()),
         Ok(_) => Ok(0),
     }
