@@ -231,7 +231,8 @@ pub fn backup_paths(
     let excludes = ExcludeSet::new(&opts.excludes)?;
     let mut paths = Vec::new();
     for p in &opts.paths {
-        let abs = std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?;
+        let abs =
+            normalize(&std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?);
         std::fs::symlink_metadata(&abs).map_err(|e| Error::io("cannot back up", &abs, e))?;
         paths.push(abs);
     }
@@ -280,6 +281,23 @@ pub fn backup_paths(
     run.commit(snap, summary)
 }
 
+/// Removes `.` and `..` components and trailing slashes without touching the
+/// file system, so `src/../src/` is recorded (and finds its parent) as `src`.
+pub fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 fn find_parent(
     repo: &Repository,
     opts: &BackupOptions,
@@ -289,8 +307,12 @@ fn find_parent(
     if let Some(id) = &opts.parent {
         return Ok(Some((*id, repo.read_snapshot(id)?)));
     }
-    Ok(repo
-        .snapshots()?
+    // A damaged snapshot must not stop new backups: skip it (check reports it).
+    let (snaps, damaged) = repo.snapshots_lenient()?;
+    for e in damaged {
+        tracing::warn!("ignoring a damaged snapshot while looking for a parent: {e}");
+    }
+    Ok(snaps
         .into_iter()
         .rev()
         .find(|(_, s)| s.hostname == host && s.paths == paths))

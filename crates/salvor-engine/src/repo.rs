@@ -242,16 +242,35 @@ impl Repository {
     /// # Errors
     /// Any unreadable snapshot, named.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (ok, mut damaged) = self.snapshots_lenient()?;
+        match damaged.pop() {
+            Some(e) => Err(e),
+            None => Ok(ok),
+        }
+    }
+
+    /// Every readable snapshot (oldest first) and the errors of unreadable ones.
+    ///
+    /// # Errors
+    /// Only when the snapshot list itself cannot be read.
+    pub fn snapshots_lenient(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
         let names = self.backend.list(FileType::Snapshot)?;
-        let mut out: Vec<(SnapshotId, Snapshot)> = names
+        let results: Vec<Result<(SnapshotId, Snapshot)>> = names
             .par_iter()
             .map(|(n, _)| {
                 let id = SnapshotId::from_hex(n)?;
                 Ok((id, self.read_snapshot(&id)?))
             })
-            .collect::<Result<_>>()?;
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+            .collect();
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(s) => ok.push(s),
+                Err(e) => bad.push(e),
+            }
+        }
+        ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((ok, bad))
     }
 
     /// Resolves `latest`, a full id or a unique prefix.
@@ -260,7 +279,7 @@ impl Repository {
     /// [`ErrorKind::NotFound`] or an ambiguous prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            return self.snapshots()?.pop().ok_or_else(|| {
+            return self.snapshots_lenient()?.0.pop().ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, "the repository has no snapshots")
                     .hint("run `salvor backup` first")
             });

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -97,6 +98,8 @@ pub fn restore(
         .then(|| ExcludeSet::new(&opts.includes))
         .transpose()?;
     let excludes = ExcludeSet::new(&opts.excludes)?;
+    // Into an empty target nothing needs removing first: skip one unlink per file.
+    let fresh = std::fs::read_dir(&opts.target).map_or(true, |mut d| d.next().is_none());
     std::fs::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
     let mut stats = RestoreStats::default();
     let mut dirs: Vec<Planned> = Vec::new();
@@ -158,28 +161,32 @@ pub fn restore(
         stats.dirs += 1;
     }
     for o in &others {
-        create_special(o, &mut stats)?;
+        create_special(o, fresh, &mut stats)?;
     }
-    let links = write_files(reader, &files, progress, &mut stats)?;
+    let meta = MetaContext::new();
+    let links = write_files(reader, &files, fresh, &meta, progress, &mut stats)?;
     for (path, first) in links {
         let _ = std::fs::remove_file(&path);
         std::fs::hard_link(&first, &path).map_err(io("cannot create hard link", &path))?;
         stats.hardlinks += 1;
     }
-    for p in files.iter().chain(others.iter()) {
-        apply_metadata(p, &mut stats);
+    for p in others.iter() {
+        meta.apply_path(p);
     }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for d in &dirs {
-        apply_metadata(d, &mut stats);
+        meta.apply_path(d);
     }
+    stats.warnings.extend(meta.warnings.into_inner().unwrap());
     stats.bytes = progress.bytes.load(Ordering::Relaxed);
     Ok(stats)
 }
 
-fn create_special(o: &Planned, stats: &mut RestoreStats) -> Result<()> {
+fn create_special(o: &Planned, fresh: bool, stats: &mut RestoreStats) -> Result<()> {
     use nix::sys::stat::{Mode, SFlag, mknod};
-    let _ = std::fs::remove_file(&o.path);
+    if !fresh {
+        let _ = std::fs::remove_file(&o.path);
+    }
     let mode = Mode::from_bits_truncate(o.node.mode);
     let res = match o.node.kind {
         NodeKind::Symlink => {
@@ -194,15 +201,13 @@ fn create_special(o: &Planned, stats: &mut RestoreStats) -> Result<()> {
             } else {
                 SFlag::S_IFCHR
             };
-            match mknod(&o.path, k, mode, o.node.rdev) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    stats
-                        .warnings
-                        .push(format!("{}: cannot create device: {e}", o.path.display()));
-                    return Ok(());
-                }
+            if let Err(e) = mknod(&o.path, k, mode, o.node.rdev) {
+                stats
+                    .warnings
+                    .push(format!("{}: cannot create device: {e}", o.path.display()));
+                return Ok(());
             }
+            Ok(())
         }
         NodeKind::Socket => return Ok(()),
         NodeKind::File | NodeKind::Dir => unreachable!("handled by the caller"),
@@ -212,6 +217,86 @@ fn create_special(o: &Planned, stats: &mut RestoreStats) -> Result<()> {
     Ok(())
 }
 
+/// Applies ownership (as root), mode and times; collects failures as warnings.
+struct MetaContext {
+    root: bool,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl MetaContext {
+    fn new() -> Self {
+        Self {
+            root: nix::unistd::geteuid().is_root(),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn warn(&self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        self.warnings
+            .lock()
+            .unwrap()
+            .push(format!("{}: cannot set {what}: {e}", path.display()));
+    }
+
+    /// Through an open descriptor: three syscalls, no path lookups.
+    fn apply_file(&self, f: &std::fs::File, p: &Planned) {
+        let n = &p.node;
+        if self.root
+            && let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid))
+        {
+            self.warn(&p.path, "owner", e);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(n.mode)) {
+            self.warn(&p.path, "mode", e);
+        }
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(n.mtime_ns.max(0) as u64);
+        if let Err(e) = f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t)) {
+            self.warn(&p.path, "times", e);
+        }
+    }
+
+    /// By path, not following symlinks (directories, links, special files).
+    fn apply_path(&self, p: &Planned) {
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        let n = &p.node;
+        if self.root
+            && let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid))
+        {
+            self.warn(&p.path, "owner", e);
+        }
+        if n.kind != NodeKind::Symlink {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) =
+                std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(n.mode))
+            {
+                self.warn(&p.path, "mode", e);
+            }
+        }
+        let t = TimeSpec::new(
+            n.mtime_ns.div_euclid(1_000_000_000),
+            n.mtime_ns.rem_euclid(1_000_000_000),
+        );
+        if let Err(e) = utimensat(
+            nix::fcntl::AT_FDCWD,
+            &p.path,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        ) {
+            self.warn(&p.path, "times", e);
+        }
+    }
+}
+
+/// A file being written: created at its first write, finished (metadata set,
+/// descriptor closed) at its last.
+struct Slot {
+    file: Option<std::fs::File>,
+    remaining: u64,
+}
+
 struct Target {
     file: u32,
     offset: u64,
@@ -219,20 +304,39 @@ struct Target {
     length: u32,
 }
 
+type FrameTargets = IdMap<u32, Vec<(crate::id::BlobId, Target)>>;
+
+fn create_file(p: &Planned, fresh: bool) -> Result<std::fs::File> {
+    if !fresh {
+        let _ = std::fs::remove_file(&p.path);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p.path)
+        .map_err(io("cannot create", &p.path))
+}
+
 /// Writes all file content; returns hardlinks to make (path, first path).
 fn write_files(
     reader: &BlobReader,
     files: &[Planned],
+    fresh: bool,
+    meta: &MetaContext,
     progress: &RestoreProgress,
     stats: &mut RestoreStats,
 ) -> Result<Vec<(PathBuf, PathBuf)>> {
     let index = reader.index();
     let mut first_link: std::collections::HashMap<(u64, u64), usize> = Default::default();
     let mut links = Vec::new();
-    // frame -> targets, grouped by pack.
-    let mut by_pack: BTreeMap<u32, IdMap<u32, Vec<(crate::id::BlobId, Target)>>> = BTreeMap::new();
+    let mut by_pack: BTreeMap<u32, FrameTargets> = BTreeMap::new();
+    let mut slots: Vec<Mutex<Slot>> = Vec::with_capacity(files.len());
     let mut total = 0u64;
     for (i, f) in files.iter().enumerate() {
+        slots.push(Mutex::new(Slot {
+            file: None,
+            remaining: 0,
+        }));
         if f.node.links > 1 {
             if let Some(&first) = first_link.get(&(f.node.device, f.node.inode)) {
                 links.push((f.path.clone(), files[first].path.clone()));
@@ -240,10 +344,6 @@ fn write_files(
             }
             first_link.insert((f.node.device, f.node.inode), i);
         }
-        let _ = std::fs::remove_file(&f.path);
-        let file = std::fs::File::create(&f.path).map_err(io("cannot create", &f.path))?;
-        file.set_len(f.node.size)
-            .map_err(io("cannot size", &f.path))?;
         stats.files += 1;
         let mut offset = 0u64;
         for id in &f.node.content {
@@ -270,123 +370,106 @@ fn write_files(
                 ));
             offset += u64::from(loc.length);
         }
+        if offset == 0 {
+            meta.apply_file(&create_file(f, fresh)?, f);
+        }
+        slots[i].get_mut().unwrap().remaining = offset;
         total += offset;
     }
     progress.total_bytes.store(total, Ordering::Relaxed);
     progress.total_files.store(stats.files, Ordering::Relaxed);
+    let ctx = WriteContext {
+        reader,
+        files,
+        slots: &slots,
+        fresh,
+        meta,
+        progress,
+    };
     by_pack
         .into_par_iter()
-        .try_for_each(|(pack, frames)| restore_pack(reader, pack, frames, files, progress))?;
+        .try_for_each(|(pack, frames)| ctx.restore_pack(pack, frames))?;
     Ok(links)
 }
 
-fn restore_pack(
-    reader: &BlobReader,
-    pack: u32,
-    frames: IdMap<u32, Vec<(crate::id::BlobId, Target)>>,
-    files: &[Planned],
-    progress: &RestoreProgress,
-) -> Result<()> {
-    let index = reader.index();
-    let info = index.pack(pack);
-    let start = frames
-        .keys()
-        .map(|f| index.frame(*f).offset)
-        .min()
-        .unwrap_or(0);
-    let end = frames
-        .keys()
-        .map(|f| index.frame(*f).offset + u64::from(index.frame(*f).length))
-        .max()
-        .unwrap_or(0);
-    let span = reader.repo().backend().read_range(
-        crate::backend::FileType::Pack,
-        &info.id.to_hex(),
-        start,
-        end - start,
-    )?;
-    let mut open: IdMap<u32, std::fs::File> = IdMap::default();
-    let mut order: Vec<_> = frames.into_iter().collect();
-    order.sort_by_key(|(f, _)| index.frame(*f).offset);
-    for (f, targets) in order {
-        let loc = index.frame(f);
-        let s = (loc.offset - start) as usize;
-        let plain = crate::pack::decode_frame(
-            reader.repo().key(),
-            &info.salt,
-            loc,
-            &span[s..s + loc.length as usize],
-            &info.id,
-        )?;
-        let mut verified: Option<crate::id::BlobId> = None;
-        for (id, t) in targets {
-            let data = plain
-                .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(format!(
-                        "blob {id} lies outside its frame in pack {}",
-                        info.id
-                    ))
-                })?;
-            if verified != Some(id) {
-                verify_blob(reader.repo().key(), &id, data)?;
-                verified = Some(id);
-            }
-            let path = &files[t.file as usize].path;
-            if !open.contains_key(&t.file) {
-                if open.len() >= 64 {
-                    open.clear();
-                }
-                let fh = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io("cannot open", path))?;
-                open.insert(t.file, fh);
-            }
-            open[&t.file]
-                .write_all_at(data, t.offset)
-                .map_err(io("cannot write", path))?;
-            progress
-                .bytes
-                .fetch_add(u64::from(t.length), Ordering::Relaxed);
-        }
-    }
-    Ok(())
+struct WriteContext<'a> {
+    reader: &'a BlobReader,
+    files: &'a [Planned],
+    slots: &'a [Mutex<Slot>],
+    fresh: bool,
+    meta: &'a MetaContext,
+    progress: &'a RestoreProgress,
 }
 
-fn apply_metadata(p: &Planned, stats: &mut RestoreStats) {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    let n = &p.node;
-    let is_link = n.kind == NodeKind::Symlink;
-    if nix::unistd::geteuid().is_root()
-        && let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid))
-    {
-        stats
-            .warnings
-            .push(format!("{}: cannot set owner: {e}", p.path.display()));
-    }
-    if !is_link {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(n.mode)) {
-            stats
-                .warnings
-                .push(format!("{}: cannot set mode: {e}", p.path.display()));
+impl WriteContext<'_> {
+    fn restore_pack(&self, pack: u32, frames: FrameTargets) -> Result<()> {
+        let index = self.reader.index();
+        let info = index.pack(pack);
+        let start = frames
+            .keys()
+            .map(|f| index.frame(*f).offset)
+            .min()
+            .unwrap_or(0);
+        let end = frames
+            .keys()
+            .map(|f| index.frame(*f).offset + u64::from(index.frame(*f).length))
+            .max()
+            .unwrap_or(0);
+        let span = self.reader.repo().backend().read_range(
+            crate::backend::FileType::Pack,
+            &info.id.to_hex(),
+            start,
+            end - start,
+        )?;
+        let mut order: Vec<_> = frames.into_iter().collect();
+        order.sort_by_key(|(f, _)| index.frame(*f).offset);
+        for (f, targets) in order {
+            let loc = index.frame(f);
+            let s = (loc.offset - start) as usize;
+            let plain = crate::pack::decode_frame(
+                self.reader.repo().key(),
+                &info.salt,
+                loc,
+                &span[s..s + loc.length as usize],
+                &info.id,
+            )?;
+            let mut verified: Option<crate::id::BlobId> = None;
+            for (id, t) in targets {
+                let data = plain
+                    .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!(
+                            "blob {id} lies outside its frame in pack {}",
+                            info.id
+                        ))
+                    })?;
+                if verified != Some(id) {
+                    verify_blob(self.reader.repo().key(), &id, data)?;
+                    verified = Some(id);
+                }
+                self.write(&t, data)?;
+            }
         }
+        Ok(())
     }
-    let t = TimeSpec::new(
-        n.mtime_ns.div_euclid(1_000_000_000),
-        n.mtime_ns.rem_euclid(1_000_000_000),
-    );
-    if let Err(e) = utimensat(
-        nix::fcntl::AT_FDCWD,
-        &p.path,
-        &t,
-        &t,
-        UtimensatFlags::NoFollowSymlink,
-    ) {
-        stats
-            .warnings
-            .push(format!("{}: cannot set times: {e}", p.path.display()));
+
+    fn write(&self, t: &Target, data: &[u8]) -> Result<()> {
+        let p = &self.files[t.file as usize];
+        let mut slot = self.slots[t.file as usize].lock().unwrap();
+        if slot.file.is_none() {
+            slot.file = Some(create_file(p, self.fresh)?);
+        }
+        let f = slot.file.as_ref().expect("just opened");
+        f.write_all_at(data, t.offset)
+            .map_err(io("cannot write", &p.path))?;
+        slot.remaining -= u64::from(t.length);
+        if slot.remaining == 0 {
+            let f = slot.file.take().expect("open");
+            self.meta.apply_file(&f, p);
+        }
+        self.progress
+            .bytes
+            .fetch_add(u64::from(t.length), Ordering::Relaxed);
+        Ok(())
     }
 }

@@ -19,6 +19,7 @@ mod restore;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use output::outln;
 use salvor_engine::{Error, ErrorKind, Repository};
 
 /// Exit code when a backup was saved but some files could not be read.
@@ -251,12 +252,12 @@ fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
     if g.json {
         output::json(&serde_json::json!({ "id": repo.config().id, "location": g.location()? }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "created repository {} at {}",
             &repo.config().id[..8],
             g.location()?
-        );
-        println!("keep the password safe: without it the data cannot be restored");
+        )?;
+        outln!("keep the password safe: without it the data cannot be restored")?;
     }
     Ok(0)
 }

@@ -1878,14 +1878,11 @@ fn two_backups_at_once_into_one_repository() {
 }
 
 // ---------------------------------------------------------------------------
-// Known product bugs. Each test below fails today and is ignored so the suite
-// stays green; run them with `cargo test -p salvor --test cli -- --ignored`
-// and drop the `#[ignore]` once the bug is fixed.
+// Regression tests for bugs found while writing this suite (all fixed).
 
 /// A mistyped repository location must not be created by commands that only
 /// open a repository (only `init` creates one).
 #[test]
-#[ignore = "product bug: OpendalBackend::from_url creates the local root and root/tmp (see report); run with --ignored"]
 fn commands_on_a_missing_repository_create_nothing() {
     let w = World::new();
     let src = w.path("src");
@@ -1915,7 +1912,6 @@ fn commands_on_a_missing_repository_create_nothing() {
 /// `salvor backup src/../src` must back up `src`, not record a tree entry
 /// named `..` (which makes the snapshot unreadable) or the wrong directory.
 #[test]
-#[ignore = "product bug: backup keeps `..` path components (std::path::absolute does not remove them); see report"]
 fn backup_of_a_path_with_dot_dot_components() {
     let w = World::new();
     w.init();
@@ -1942,7 +1938,6 @@ fn backup_of_a_path_with_dot_dot_components() {
 /// A path below a symlinked directory (`/lib/...` on merged-/usr systems,
 /// home directories behind a symlink) must restore.
 #[test]
-#[ignore = "product bug: walk_selection records a symlinked parent as a symlink node with a subtree and no target; restore fails; see report"]
 fn backup_below_a_symlinked_directory_restores() {
     let w = World::new();
     w.init();
@@ -1962,7 +1957,6 @@ fn backup_below_a_symlinked_directory_restores() {
 
 /// `salvor ls latest | head -1` must not panic or report an error.
 #[test]
-#[ignore = "product bug: println!/serde_json writes panic (exit 101) or fail (exit 1) on a closed stdout pipe; see report"]
 fn listing_into_a_closed_pipe_exits_cleanly() {
     let w = World::new();
     w.init();
@@ -2003,7 +1997,6 @@ fn listing_into_a_closed_pipe_exits_cleanly() {
 /// One damaged snapshot document must not stop new backups (the check hint
 /// says "back up again to replace damaged data").
 #[test]
-#[ignore = "robustness bug: Repository::snapshots fails on any unreadable snapshot, and backup's parent search uses it; see report"]
 fn a_damaged_snapshot_does_not_block_new_backups() {
     let w = World::new();
     w.init();

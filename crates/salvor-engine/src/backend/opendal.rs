@@ -16,7 +16,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// A backend reached through OpenDAL.
 pub struct OpendalBackend {
     location: String,
-    op: blocking::Operator,
+    /// Built at once for remote stores; for a local path only once the
+    /// directory exists, because OpenDAL creates its root when built and a
+    /// mistyped `--repo` must not leave directories behind.
+    op: std::sync::OnceLock<blocking::Operator>,
     /// Root directory for local repositories: directory fsyncs and `create`.
     local_root: Option<PathBuf>,
     // Keeps the runtime alive as long as the operator; dropped last.
@@ -51,7 +54,6 @@ impl OpendalBackend {
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, "cannot start the I/O runtime").source(e))?;
         let _guard = runtime.enter();
-        let mut local_root = None;
         let op = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut b = services::S3::default()
@@ -93,23 +95,52 @@ impl OpendalBackend {
             }
             let root =
                 std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
-            let tmp = root.join("tmp");
-            let b = services::Fs::default()
-                .root(&root.to_string_lossy())
-                .atomic_write_dir(&tmp.to_string_lossy());
-            local_root = Some(root);
-            Operator::new(b).map_err(|e| od_err(format!("invalid local location {url}"), e))?
+            drop(_guard);
+            return Ok(Self {
+                location: url.to_string(),
+                op: Default::default(),
+                local_root: Some(root),
+                _runtime: runtime,
+            });
         };
-        let op = op.layer(RetryLayer::new().with_max_times(4).with_jitter());
-        let op = blocking::Operator::new(op)
-            .map_err(|e| od_err("cannot create the backend".into(), e))?;
+        let op = Self::finish(op)?;
         drop(_guard);
         Ok(Self {
             location: url.to_string(),
-            op,
-            local_root,
+            op: op.into(),
+            local_root: None,
             _runtime: runtime,
         })
+    }
+
+    fn finish(op: Operator) -> Result<blocking::Operator> {
+        let op = op.layer(RetryLayer::new().with_max_times(4).with_jitter());
+        blocking::Operator::new(op).map_err(|e| od_err("cannot create the backend".into(), e))
+    }
+
+    /// The operator; for a local repository, built on first use once its directory exists.
+    fn op(&self) -> Result<&blocking::Operator> {
+        if let Some(op) = self.op.get() {
+            return Ok(op);
+        }
+        let root = self
+            .local_root
+            .as_ref()
+            .expect("only local operators are built lazily");
+        if !root.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no repository at {}", root.display()),
+            ));
+        }
+        let _guard = self._runtime.enter();
+        let b = services::Fs::default()
+            .root(&root.to_string_lossy())
+            .atomic_write_dir(&root.join("tmp").to_string_lossy());
+        let op = Operator::new(b)
+            .map_err(|e| od_err(format!("invalid local location {}", self.location), e))?;
+        let op = Self::finish(op)?;
+        Ok(self.op.get_or_init(|| op))
     }
 
     fn sync_dir(dir: &Path) -> Result<()> {
@@ -133,11 +164,16 @@ impl Backend for OpendalBackend {
                 vec![]
             });
         }
+        let op = match self.op() {
+            Ok(op) => op,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let opts = options::ListOptions {
             recursive: true,
             ..Default::default()
         };
-        let entries = match self.op.list_options(dir, opts) {
+        let entries = match op.list_options(dir, opts) {
             Ok(e) => e,
             Err(e) if e.kind() == OdKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(od_err(format!("cannot list {dir}"), e)),
@@ -153,11 +189,7 @@ impl Backend for OpendalBackend {
             }
             let mut size = e.metadata().content_length();
             if size == 0 {
-                size = self
-                    .op
-                    .stat(e.path())
-                    .map(|m| m.content_length())
-                    .unwrap_or(0);
+                size = op.stat(e.path()).map(|m| m.content_length()).unwrap_or(0);
             }
             out.push((name, size));
         }
@@ -166,7 +198,7 @@ impl Backend for OpendalBackend {
 
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
         let path = kind.path(name);
-        self.op
+        self.op()?
             .read(&path)
             .map(|b| b.to_vec())
             .map_err(|e| od_err(format!("cannot read {path}"), e))
@@ -179,7 +211,7 @@ impl Backend for OpendalBackend {
             ..Default::default()
         };
         let buf = self
-            .op
+            .op()?
             .read_options(&path, opts)
             .map_err(|e| od_err(format!("cannot read {path}"), e))?;
         if buf.len() as u64 != length {
@@ -197,7 +229,7 @@ impl Backend for OpendalBackend {
 
     fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<()> {
         let path = kind.path(name);
-        self.op
+        self.op()?
             .write(&path, data)
             .map_err(|e| od_err(format!("cannot write {path}"), e))?;
         if let Some(root) = &self.local_root {
@@ -211,7 +243,7 @@ impl Backend for OpendalBackend {
 
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
         let path = kind.path(name);
-        self.op
+        self.op()?
             .delete(&path)
             .map_err(|e| od_err(format!("cannot delete {path}"), e))
     }
@@ -249,8 +281,12 @@ impl Backend for OpendalBackend {
 
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         let path = kind.path(name);
-        self.op
-            .exists(&path)
+        let op = match self.op() {
+            Ok(op) => op,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        op.exists(&path)
             .map_err(|e| od_err(format!("cannot check {path}"), e))
     }
 }

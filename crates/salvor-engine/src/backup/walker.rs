@@ -174,7 +174,9 @@ impl Walker<'_> {
                 self.walk_entry(&path, &name, pnode);
                 continue;
             }
-            match std::fs::symlink_metadata(&path) {
+            // An intermediate component is recorded as the directory it leads to,
+            // even when it is a symlink (`/lib` on merged-/usr systems).
+            match std::fs::metadata(&path) {
                 Ok(m) => {
                     self.emit(Event::Enter(node_from_metadata(name.as_bytes(), &m)));
                     let sub = self.subtree(pnode);

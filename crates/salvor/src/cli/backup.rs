@@ -10,6 +10,7 @@ use salvor_engine::backup::{self, BackupOptions, BackupProgress, StreamOptions};
 use salvor_engine::format::snapshot::Snapshot;
 use salvor_engine::id::SnapshotId;
 
+use super::output::outln;
 use super::progress::Ticker;
 use super::{EXIT_PARTIAL, GlobalOptions, output};
 
@@ -146,7 +147,7 @@ fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result
     if g.quiet {
         return Ok(());
     }
-    println!(
+    outln!(
         "snapshot {} saved{}",
         id.short(),
         if snap.partial {
@@ -154,21 +155,24 @@ fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result
         } else {
             ""
         }
-    );
-    println!(
+    )?;
+    outln!(
         "  files: {} new, {} changed, {} unchanged; {} directories",
-        s.files_new, s.files_changed, s.files_unchanged, s.dirs
-    );
-    println!(
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged,
+        s.dirs
+    )?;
+    outln!(
         "  read {}, added {} ({} stored) of {} total in {:.1}s",
         output::bytes(s.bytes_read),
         output::bytes(s.bytes_added),
         output::bytes(s.bytes_stored),
         output::bytes(s.total_bytes),
         s.duration_secs
-    );
+    )?;
     if !s.warnings.is_empty() {
-        println!("  {} warnings (listed above)", s.warnings.len());
+        outln!("  {} warnings (listed above)", s.warnings.len())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use clap::Args;
 use salvor_engine::check::{self, CheckOptions, CheckProgress, Subset};
 
+use super::output::outln;
 use super::progress::Ticker;
 use super::{GlobalOptions, output};
 
@@ -57,7 +58,7 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
             eprintln!("error: {e}");
         }
         if !g.quiet {
-            println!(
+            outln!(
                 "checked {} snapshots, {} packs, {} blobs{}",
                 r.snapshots,
                 r.packs,
@@ -67,17 +68,17 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
                 } else {
                     String::new()
                 }
-            );
+            )?;
         }
     }
     if r.errors.is_empty() {
         if !g.json && !g.quiet {
-            println!("no errors found");
+            outln!("no errors found")?;
         }
         Ok(0)
     } else {
         eprintln!(
-            "salvor: the repository has {} errors; restore what you can with `salvor restore`, and back up again to replace damaged data",
+            "salvor: the repository has {} errors; files in damaged packs cannot be restored: back up again to store them anew, and keep this repository until that backup has completed",
             r.errors.len()
         );
         Ok(1)
@@ -99,7 +100,7 @@ pub fn unlock(g: &GlobalOptions, a: &UnlockArgs) -> anyhow::Result<i32> {
     if g.json {
         output::json(&serde_json::json!({ "removed": n }))?;
     } else if !g.quiet {
-        println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
+        outln!("removed {n} lock{}", if n == 1 { "" } else { "s" })?;
     }
     Ok(0)
 }

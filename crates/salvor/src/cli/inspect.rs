@@ -8,6 +8,7 @@ use salvor_engine::browse;
 use salvor_engine::format::tree::NodeKind;
 use salvor_engine::repo::BlobReader;
 
+use super::output::outln;
 use super::{GlobalOptions, output};
 
 /// Arguments of `salvor snapshots`.
@@ -24,8 +25,11 @@ pub struct SnapshotsArgs {
 /// Lists snapshots.
 pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    let (all, damaged) = repo.snapshots_lenient()?;
+    for e in &damaged {
+        eprintln!("warning: {e}");
+    }
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
         .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
@@ -43,12 +47,16 @@ pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
         output::json(&v)?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  paths",
-        "id", "time", "host", "tags", "size"
-    );
+        "id",
+        "time",
+        "host",
+        "tags",
+        "size"
+    )?;
     for (id, s) in &snaps {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<12}  {:<16}  {:>10}  {}{}",
             id.short(),
             output::time(&s.time),
@@ -57,10 +65,14 @@ pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
             output::bytes(s.summary.total_bytes),
             s.paths.join(" "),
             if s.partial { "  (partial)" } else { "" }
-        );
+        )?;
     }
-    println!("{} snapshots", snaps.len());
+    outln!("{} snapshots", snaps.len())?;
     Ok(0)
+}
+
+fn stdout_error(e: std::io::Error) -> salvor_engine::Error {
+    salvor_engine::Error::io("cannot write", "standard output", e)
 }
 
 /// Arguments of `salvor ls`.
@@ -120,15 +132,16 @@ pub fn ls(g: &GlobalOptions, a: &LsArgs) -> anyhow::Result<i32> {
             } else {
                 format!(" -> {}", String::from_utf8_lossy(&n.link_target))
             };
-            println!(
+            outln!(
                 "{} {:>5} {:>5} {:>12} {t} {path}{link}",
                 mode_string(n.kind, n.mode),
                 n.uid,
                 n.gid,
                 n.size
-            );
+            )
+            .map_err(stdout_error)?;
         } else {
-            println!("{path}");
+            outln!("{path}").map_err(stdout_error)?;
         }
         Ok(true)
     };
@@ -168,17 +181,17 @@ pub fn diff(g: &GlobalOptions, a: &DiffArgs) -> anyhow::Result<i32> {
         output::json(&d)?;
     } else {
         for e in &d {
-            println!("{}    {}", e.change, e.path);
+            outln!("{}    {}", e.change, e.path)?;
         }
         let count = |c| d.iter().filter(|e| e.change == c).count();
-        println!(
+        outln!(
             "{} added, {} removed, {} modified, {} metadata changed, {} type changed",
             count('+'),
             count('-'),
             count('M'),
             count('U'),
             count('T')
-        );
+        )?;
     }
     Ok(0)
 }
@@ -227,26 +240,26 @@ pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
     if g.json {
         output::json(&v)?;
     } else {
-        println!("snapshots:         {}", chosen.len());
-        println!("logical size:      {}", output::bytes(logical));
-        println!(
+        outln!("snapshots:         {}", chosen.len())?;
+        outln!("logical size:      {}", output::bytes(logical))?;
+        outln!(
             "unique data:       {} in {} blobs",
             output::bytes(sizes.unique_bytes),
             sizes.unique_blobs
-        );
-        println!(
+        )?;
+        outln!(
             "stored (all packs): {} in {} packs",
             output::bytes(stored),
             index.packs().len()
-        );
-        println!(
+        )?;
+        outln!(
             "dedup ratio:       {:.2}x",
             v["dedup_ratio"].as_f64().unwrap_or(0.0)
-        );
-        println!(
+        )?;
+        outln!(
             "compression ratio: {:.2}x",
             v["compression_ratio"].as_f64().unwrap_or(0.0)
-        );
+        )?;
     }
     Ok(0)
 }

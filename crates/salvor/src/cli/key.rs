@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use salvor_engine::crypto::KdfParams;
 
+use super::output::outln;
 use super::{GlobalOptions, output, password};
 
 /// Arguments of `salvor key`.
@@ -45,7 +46,7 @@ pub fn run(g: &GlobalOptions, a: &KeyArgs) -> anyhow::Result<i32> {
             output::json(&v)
         } else {
             if !g.quiet {
-                println!("{msg}");
+                outln!("{msg}")?;
             }
             Ok(())
         }
@@ -56,16 +57,16 @@ pub fn run(g: &GlobalOptions, a: &KeyArgs) -> anyhow::Result<i32> {
             if g.json {
                 output::json(&keys)?;
             } else {
-                println!("  {:<8}  {:<12}  {:<16}  created", "id", "user", "host");
+                outln!("  {:<8}  {:<12}  {:<16}  created", "id", "user", "host")?;
                 for k in keys {
-                    println!(
+                    outln!(
                         "{} {:<8}  {:<12}  {:<16}  {}",
                         if k.current { '*' } else { ' ' },
                         &k.id[..8],
                         k.username,
                         k.hostname,
                         k.created
-                    );
+                    )?;
                 }
             }
         }

@@ -2,10 +2,21 @@
 
 use std::io::Write;
 
+/// `println!` that returns the write error instead of panicking, so output
+/// piped into `head` ends quietly (exit 0) rather than with a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use outln;
+
 /// Prints one JSON document on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
+    // Keep the io::Error (and so EPIPE) visible to the caller.
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use salvor_engine::repo::BlobReader;
 use salvor_engine::restore::{self, RestoreOptions, RestoreProgress};
 use salvor_engine::{Error, browse};
 
+use super::output::outln;
 use super::progress::Ticker;
 use super::{GlobalOptions, output};
 
@@ -64,7 +65,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {w}");
     }
     if !g.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} directories, {} links/special, {} in {:.1}s",
             id.short(),
             a.target.display(),
@@ -73,7 +74,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
             stats.special + stats.hardlinks,
             output::bytes(stats.bytes),
             started.elapsed().as_secs_f64()
-        );
+        )?;
     }
     Ok(0)
 }
