@@ -24,6 +24,9 @@ use crate::index::Index;
 
 pub use blobs::BlobReader;
 
+/// A snapshot with its id.
+pub type SnapshotEntry = (SnapshotId, Snapshot);
+
 /// A repository opened with a valid key.
 #[derive(Clone)]
 pub struct Repository {
@@ -253,7 +256,7 @@ impl Repository {
     ///
     /// # Errors
     /// Only when the snapshot list itself cannot be read.
-    pub fn snapshots_lenient(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let names = self.backend.list(FileType::Snapshot)?;
         let results: Vec<Result<(SnapshotId, Snapshot)>> = names
             .par_iter()
