@@ -64,6 +64,9 @@ pub struct BackupOptions {
     pub job: Option<String>,
     /// Reader threads (0 = automatic).
     pub read_threads: usize,
+    /// A source manifest to record under this name; the backup adds the
+    /// counts it saw (`files`, `dirs`, `bytes`) to the given JSON object.
+    pub manifest: Option<(String, serde_json::Value)>,
 }
 
 /// Options for a stream backup (stdin, dumps).
@@ -278,6 +281,15 @@ pub fn backup_paths(
         opts.job.as_ref(),
     );
     snap.parent = parent.map(|(id, _)| id);
+    if let Some((name, mut manifest)) = opts.manifest.clone() {
+        let files = summary.files_new + summary.files_changed + summary.files_unchanged;
+        if let Some(m) = manifest.as_object_mut() {
+            m.insert("files".into(), files.into());
+            m.insert("dirs".into(), summary.dirs.into());
+            m.insert("bytes".into(), summary.total_bytes.into());
+        }
+        snap.manifests.insert(name, manifest);
+    }
     run.commit(snap, summary)
 }
 

@@ -15,6 +15,7 @@ mod output;
 mod password;
 mod progress;
 mod restore;
+mod sources;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ Examples:
   salvor restore latest --target /tmp/restore --include '/etc/**'
   salvor dump latest mydb.sql | psql mydb
   salvor check --read-data-subset 10%
+  salvor --config salvor.toml backup --source app_db
+  salvor --config salvor.toml restore latest --source app_db --to scratch_db --yes
+  salvor --config salvor.toml inspect --source app_db
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (unreadable files),
 10 no repository, 11 locked, 12 wrong password, 130 interrupted.";
@@ -61,6 +65,9 @@ pub struct GlobalOptions {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "SALVOR_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
+    /// Configuration file with sources (salvor.toml).
+    #[arg(short = 'c', long, env = "SALVOR_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -90,6 +97,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Write one file or stream of a snapshot to stdout.
     Dump(restore::DumpArgs),
+    /// Print a source's live counts (what a backup's manifest records).
+    Inspect(sources::InspectArgs),
     /// Verify the repository's structure, and optionally its data.
     Check(check::CheckArgs),
     /// Manage passwords (keys) of the repository.
@@ -179,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(a) => restore::restore(g, &a),
         Command::Dump(a) => restore::dump(g, &a),
         Command::Check(a) => check::check(g, &a),
+        Command::Inspect(a) => sources::inspect(g, &a),
         Command::Key(a) => key::run(g, &a),
         Command::Unlock(a) => check::unlock(g, &a),
         Command::Demo(a) => demo::run(g, &a),
@@ -200,6 +210,13 @@ impl GlobalOptions {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
         let pw = password::get(self, false)?;
         Repository::open(backend, pw.as_bytes())
+    }
+
+    fn load_config(&self) -> salvor_engine::Result<crate::config::Config> {
+        let path = self.config.as_deref().ok_or_else(|| {
+            Error::invalid("no configuration file given").hint("pass --config salvor.toml or set SALVOR_CONFIG")
+        })?;
+        crate::config::Config::load(path)
     }
 
     fn show_progress(&self) -> bool {

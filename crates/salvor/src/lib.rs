@@ -4,3 +4,5 @@
 //! on top of it: the command line today, then sources, jobs and the daemon.
 
 pub mod cli;
+pub mod config;
+pub mod source;

@@ -43,6 +43,9 @@ pub struct BackupArgs {
     /// File name of the stdin stream in the snapshot.
     #[arg(long, default_value = "stdin", requires = "stdin")]
     stdin_name: String,
+    /// Back up this source from the configuration file (repeatable).
+    #[arg(long = "source", value_name = "NAME", conflicts_with_all = ["paths", "stdin"])]
+    sources: Vec<String>,
     /// Reader threads (default: number of CPUs).
     #[arg(long, default_value_t = 0)]
     read_threads: usize,
@@ -61,6 +64,9 @@ fn read_exclude_file(path: &PathBuf) -> salvor_engine::Result<Vec<String>> {
 
 /// Runs `salvor backup`.
 pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
+    if !a.sources.is_empty() {
+        return super::sources::backup(g, &a.sources, &a.tags, a.host.as_ref());
+    }
     if !a.stdin && a.paths.is_empty() {
         return Err(Error::invalid("nothing to back up")
             .hint("name at least one path, or use --stdin")
@@ -109,6 +115,7 @@ pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
             force: a.force,
             job: None,
             read_threads: a.read_threads,
+            manifest: None,
         };
         backup::backup_paths(&repo, &opts, progress)?
     };
@@ -134,7 +141,7 @@ fn spawn_scan(paths: Vec<PathBuf>, progress: Arc<BackupProgress>) {
     });
 }
 
-fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result<()> {
+pub(super) fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result<()> {
     let s = &snap.summary;
     if g.json {
         return output::json(

@@ -17,10 +17,29 @@ use super::{GlobalOptions, output};
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Snapshot id, prefix or `latest`.
-    snapshot: String,
+    pub snapshot: String,
     /// Directory to restore into (created if missing).
-    #[arg(short, long)]
-    target: PathBuf,
+    #[arg(short, long, required_unless_present = "source")]
+    target: Option<PathBuf>,
+    /// Restore this source's backup into a live service (see --to).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// With --source: the configured source to restore into (a scratch instance,
+    /// another server); a directory for `files` sources. Default: the source itself.
+    #[arg(long, value_name = "TARGET", requires = "source")]
+    pub to: Option<String>,
+    /// With --source: restore under another name (e.g. another database).
+    #[arg(long, value_name = "NAME", requires = "source")]
+    pub into: Option<String>,
+    /// With --source: only these tables, collections, key prefixes or endpoints (repeatable).
+    #[arg(long, value_name = "ITEM", requires = "source")]
+    pub only: Vec<String>,
+    /// With --source: overwrite existing data without asking.
+    #[arg(long, requires = "source")]
+    pub yes: bool,
+    /// With --source: say what would be done, change nothing.
+    #[arg(long, requires = "source")]
+    pub dry_run: bool,
     /// Restore only paths matching this glob, with everything below them (repeatable).
     #[arg(short, long = "include", value_name = "GLOB")]
     includes: Vec<String>,
@@ -31,6 +50,10 @@ pub struct RestoreArgs {
 
 /// Runs `salvor restore`.
 pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
+    if a.source.is_some() {
+        return super::sources::restore(g, a);
+    }
+    let target = a.target.clone().expect("clap requires --target without --source");
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
@@ -48,7 +71,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         }),
     );
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         includes: a.includes.clone(),
         excludes: a.excludes.clone(),
     };
@@ -57,7 +80,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
     drop(ticker);
     if g.json {
         output::json(
-            &serde_json::json!({ "snapshot": id.to_hex(), "target": a.target, "stats": stats }),
+            &serde_json::json!({ "snapshot": id.to_hex(), "target": target, "stats": stats }),
         )?;
         return Ok(0);
     }
@@ -68,7 +91,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         outln!(
             "restored snapshot {} to {}: {} files, {} directories, {} links/special, {} in {:.1}s",
             id.short(),
-            a.target.display(),
+            target.display(),
             stats.files,
             stats.dirs,
             stats.special + stats.hardlinks,

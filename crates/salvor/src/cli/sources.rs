@@ -1,0 +1,105 @@
+//! Commands on configured sources: `backup --source`, `restore --source`, `inspect`.
+
+use std::sync::Arc;
+
+use clap::Args;
+use salvor_engine::repo::BlobReader;
+use salvor_engine::{Error, ErrorKind};
+
+use super::output::{self, outln};
+use super::restore::RestoreArgs;
+use super::{EXIT_PARTIAL, GlobalOptions};
+use crate::source::{BackupContext, RestoreContext};
+
+/// Backs up each named source into its own snapshot.
+pub fn backup(g: &GlobalOptions, names: &[String], tags: &[String], host: Option<&String>) -> anyhow::Result<i32> {
+    let config = g.load_config()?;
+    // Validate every name before touching the repository.
+    let sources: Vec<_> = names.iter().map(|n| config.source(n).map(|s| (n, s))).collect::<Result<_, _>>()?;
+    let repo = g.open()?;
+    let mut code = 0;
+    for (name, cfg) in sources {
+        let ctx = BackupContext { repo: &repo, name, tags: tags.to_vec(), host: host.cloned(), progress: Arc::default() };
+        let (id, snap) = cfg.build().backup(&ctx).map_err(|e| e.context(format!("source {name}")))?;
+        if !g.quiet && !g.json {
+            outln!("source {name} ({}):", cfg.kind())?;
+        }
+        super::backup::report(g, &id, &snap)?;
+        if snap.partial {
+            code = EXIT_PARTIAL;
+        }
+    }
+    Ok(code)
+}
+
+/// Restores a source's snapshot into a live target.
+pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
+    let name = a.source.as_deref().expect("called with --source");
+    let config = g.load_config()?;
+    let source = config.source(name)?;
+    // `--to` names another configured source of the same type, or (files) a directory.
+    let (target, dir) = match &a.to {
+        Some(t) if config.sources.contains_key(t) => (config.source(t)?, None),
+        Some(t) if source.kind() == "files" => (source, Some(t.as_str())),
+        Some(t) => return Err(config.source(t).unwrap_err().into()),
+        None => (source, None),
+    };
+    if target.kind() != source.kind() {
+        return Err(Error::invalid(format!("cannot restore a {} backup into a {} source", source.kind(), target.kind())).into());
+    }
+    let repo = g.open()?;
+    let (id, snap) = if a.snapshot == "latest" {
+        let (snaps, _) = repo.snapshots_lenient()?;
+        snaps.into_iter().rev().find(|(_, s)| s.manifests.contains_key(name)).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("no snapshot of source {name}"))
+                .hint(format!("back it up first: salvor backup --source {name}"))
+        })?
+    } else {
+        repo.find_snapshot(&a.snapshot)?
+    };
+    if !snap.manifests.contains_key(name) {
+        return Err(Error::invalid(format!("snapshot {} holds no backup of source {name}", id.short()))
+            .hint("list snapshots with `salvor snapshots`; source snapshots are tagged source:NAME")
+            .into());
+    }
+    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let ctx = RestoreContext {
+        reader: &reader,
+        snapshot: &snap,
+        source_name: name,
+        only: &a.only,
+        rename: a.into.as_deref().or(dir),
+        dry_run: a.dry_run,
+        yes: a.yes,
+    };
+    let report = target.build().restore(&ctx)?;
+    if g.json {
+        output::json(&serde_json::json!({ "snapshot": id.to_hex(), "source": name, "dry_run": a.dry_run, "report": report }))?;
+    } else if !g.quiet {
+        let verb = if a.dry_run { "would restore" } else { "restored" };
+        outln!("{verb} snapshot {} of source {name}:", id.short())?;
+        for action in &report.actions {
+            outln!("  {action}")?;
+        }
+        if !report.counts.is_empty() {
+            outln!("  {}", serde_json::Value::Object(report.counts.clone()))?;
+        }
+    }
+    Ok(0)
+}
+
+/// Arguments of `salvor inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The configured source to inspect.
+    #[arg(long, value_name = "NAME")]
+    source: String,
+}
+
+/// Prints a source's live counts as JSON.
+pub fn inspect(g: &GlobalOptions, a: &InspectArgs) -> anyhow::Result<i32> {
+    let config = g.load_config()?;
+    let counts = config.source(&a.source)?.build().inspect()?;
+    output::json(&counts)?;
+    Ok(0)
+}

@@ -1,0 +1,244 @@
+//! Sources: what salvor backs up besides plain paths.
+//!
+//! Each source type is one module with a config struct and an implementation of
+//! [`Source`]: `backup` streams items into one new snapshot (no temporary files)
+//! and records a manifest (server version, per-table counts, ...); `restore`
+//! loads a snapshot back into a live target; `inspect` reads the same counts
+//! from a live target, so verification can compare them with the manifest.
+//!
+//! Dump tools run as child processes ([`process`]); credentials reach them
+//! through the environment or files ([`secret`]), never argv, never logs. A tool
+//! that fails fails the backup with its own message and no snapshot is written.
+
+pub mod command;
+pub mod etcd;
+pub mod files;
+pub mod http;
+pub mod mongodb;
+pub mod mysql;
+pub mod postgres;
+pub mod process;
+pub mod redis;
+pub mod secret;
+pub mod sqlite;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions};
+use salvor_engine::format::snapshot::Snapshot;
+use salvor_engine::id::SnapshotId;
+use salvor_engine::repo::BlobReader;
+use salvor_engine::{Error, ErrorKind, Repository, Result, browse};
+use serde::Deserialize;
+
+/// A source's configuration, selected by its `type` key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// The stdout of any command.
+    Command(command::CommandConfig),
+    /// Files and directories.
+    Files(files::FilesConfig),
+    /// PostgreSQL (pg_dump / pg_dumpall).
+    Postgres(postgres::PostgresConfig),
+    /// MySQL / MariaDB (mysqldump).
+    Mysql(mysql::MysqlConfig),
+    /// MongoDB (driver, or mongodump).
+    Mongodb(mongodb::MongodbConfig),
+    /// Redis (RDB over the network).
+    Redis(redis::RedisConfig),
+    /// etcd (v3 snapshot over the network).
+    Etcd(etcd::EtcdConfig),
+    /// SQLite (online backup API).
+    Sqlite(sqlite::SqliteConfig),
+    /// JSON export of an HTTP API.
+    Http(http::HttpConfig),
+}
+
+impl SourceConfig {
+    /// The implementation for this configuration.
+    pub fn build(&self) -> Box<dyn Source + '_> {
+        match self {
+            Self::Command(c) => Box::new(c),
+            Self::Files(c) => Box::new(c),
+            Self::Postgres(c) => Box::new(c),
+            Self::Mysql(c) => Box::new(c),
+            Self::Mongodb(c) => Box::new(c),
+            Self::Redis(c) => Box::new(c),
+            Self::Etcd(c) => Box::new(c),
+            Self::Sqlite(c) => Box::new(c),
+            Self::Http(c) => Box::new(c),
+        }
+    }
+
+    /// The `type` key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Command(_) => "command",
+            Self::Files(_) => "files",
+            Self::Postgres(_) => "postgres",
+            Self::Mysql(_) => "mysql",
+            Self::Mongodb(_) => "mongodb",
+            Self::Redis(_) => "redis",
+            Self::Etcd(_) => "etcd",
+            Self::Sqlite(_) => "sqlite",
+            Self::Http(_) => "http",
+        }
+    }
+}
+
+/// What every source can do.
+pub trait Source {
+    /// Backs the source up into one new snapshot.
+    ///
+    /// # Errors
+    /// The dump tool's own error; no snapshot is written then.
+    fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)>;
+    /// Restores a snapshot made by a source of the same type into this one.
+    ///
+    /// # Errors
+    /// Target unreachable, refused overwrite, tool failure.
+    fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport>;
+    /// Live counts in the shape of the manifest.
+    ///
+    /// # Errors
+    /// Target unreachable.
+    fn inspect(&self) -> Result<serde_json::Value>;
+}
+
+/// Everything a backup needs.
+pub struct BackupContext<'a> {
+    /// The repository.
+    pub repo: &'a Repository,
+    /// The source's name: snapshot streams live under `NAME/`, its manifest under `NAME`.
+    pub name: &'a str,
+    /// Extra tags.
+    pub tags: Vec<String>,
+    /// Host name to record.
+    pub host: Option<String>,
+    /// Progress counters.
+    pub progress: Arc<BackupProgress>,
+}
+
+impl BackupContext<'_> {
+    /// Starts a snapshot of named streams for this source.
+    ///
+    /// # Errors
+    /// Repository lock or index failures.
+    pub fn streams(&self) -> Result<Streams> {
+        let mut tags = self.tags.clone();
+        tags.push(format!("source:{}", self.name));
+        let opts = StreamOptions { name: self.name.to_string(), tags, host: self.host.clone(), job: None };
+        Ok(Streams { inner: StreamBackup::begin(self.repo, &opts, self.progress.clone())?, name: self.name.to_string() })
+    }
+}
+
+/// A snapshot being filled with one source's streams.
+pub struct Streams {
+    inner: StreamBackup,
+    name: String,
+}
+
+impl Streams {
+    /// Stores a stream at `NAME/rel`; returns its size.
+    ///
+    /// # Errors
+    /// Read errors, including a dump tool's failure at the end of its output.
+    pub fn add(&mut self, rel: &str, reader: impl std::io::Read) -> Result<u64> {
+        self.inner.add_stream(&format!("{}/{rel}", self.name), reader)
+    }
+
+    /// Records the manifest and makes the snapshot durable.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn commit(mut self, manifest: serde_json::Value) -> Result<(SnapshotId, Snapshot)> {
+        self.inner.add_manifest(&self.name, manifest);
+        self.inner.commit()
+    }
+}
+
+/// Everything a restore needs.
+pub struct RestoreContext<'a> {
+    /// Reads the snapshot's data.
+    pub reader: &'a BlobReader,
+    /// The snapshot being restored.
+    pub snapshot: &'a Snapshot,
+    /// The source name the snapshot was made under.
+    pub source_name: &'a str,
+    /// Only these items (tables, collections, key prefixes, endpoints); empty = all.
+    pub only: &'a [String],
+    /// Restore under this name (e.g. another database name).
+    pub rename: Option<&'a str>,
+    /// Say what would happen, change nothing.
+    pub dry_run: bool,
+    /// Overwrite existing data without asking.
+    pub yes: bool,
+}
+
+impl RestoreContext<'_> {
+    /// The manifest the backup recorded.
+    pub fn manifest(&self) -> &serde_json::Value {
+        self.snapshot.manifests.get(self.source_name).unwrap_or(&serde_json::Value::Null)
+    }
+
+    /// Paths of the snapshot's streams, relative to the source's directory.
+    ///
+    /// # Errors
+    /// Unreadable trees.
+    pub fn streams(&self) -> Result<Vec<String>> {
+        let prefix = format!("/{}/", self.source_name);
+        let mut out = Vec::new();
+        browse::walk(self.reader, &self.snapshot.tree, b"", &mut |p, n| {
+            let p = String::from_utf8_lossy(p);
+            if n.kind == salvor_engine::format::tree::NodeKind::File
+                && let Some(rel) = p.strip_prefix(&prefix)
+            {
+                out.push(rel.to_string());
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Writes one stream into `out`, verifying every blob.
+    ///
+    /// # Errors
+    /// Missing stream, corruption, write errors.
+    pub fn copy_stream(&self, rel: &str, out: &mut dyn Write) -> Result<u64> {
+        let path = format!("{}/{rel}", self.source_name);
+        let node = browse::find(self.reader, &self.snapshot.tree, &path)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} is not in the snapshot")))?;
+        browse::dump(self.reader, &node, out)
+    }
+
+    /// Asks before overwriting `what` unless `--yes`; refuses without a terminal.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when not confirmed.
+    pub fn confirm(&self, what: &str) -> Result<()> {
+        if self.yes || self.dry_run {
+            return Ok(());
+        }
+        let refuse = || {
+            Error::invalid(format!("restore would overwrite {what}")).hint("pass --yes to overwrite, or restore elsewhere with --to")
+        };
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(refuse());
+        }
+        eprint!("restore would overwrite {what}; continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(|e| Error::io("cannot read", "standard input", e))?;
+        if answer.trim().eq_ignore_ascii_case("y") || answer.trim().eq_ignore_ascii_case("yes") { Ok(()) } else { Err(refuse()) }
+    }
+}
+
+/// What a restore did (or, with `--dry-run`, would do).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreReport {
+    /// One line per action, in order.
+    pub actions: Vec<String>,
+    /// Counts by outcome or item (created/existing/failed, rows per table ...).
+    pub counts: serde_json::Map<String, serde_json::Value>,
+}

@@ -1,0 +1,189 @@
+//! Child processes as streams: dump tools write to stdout, restore tools read
+//! stdin. stderr is captured (tail kept) for the error message, and the exit
+//! status decides success: a dump whose tool fails at the very end is an error
+//! at the end of the stream, so the backup fails and no snapshot is written.
+
+use std::io::{self, Read, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use salvor_engine::{Error, ErrorKind, Result};
+
+/// How much of a tool's stderr is kept for messages.
+const STDERR_TAIL: usize = 4096;
+
+fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::new(ErrorKind::NotFound, format!("{program} is not installed (needed for {what})"))
+            .hint(format!("install {program} or put it on PATH"))
+    } else {
+        Error::new(ErrorKind::Io, format!("cannot start {program} for {what}")).source(e)
+    }
+}
+
+fn capture_stderr(child: &mut Child) -> (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let handle = child.stderr.take().map(|mut err| {
+        let buf = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let mut b = buf.lock().unwrap();
+                b.extend_from_slice(&chunk[..n]);
+                if b.len() > 2 * STDERR_TAIL {
+                    let cut = b.len() - STDERR_TAIL;
+                    b.drain(..cut);
+                }
+            }
+        })
+    });
+    (buf, handle)
+}
+
+fn tail(buf: &Mutex<Vec<u8>>) -> String {
+    let b = buf.lock().unwrap();
+    let s = String::from_utf8_lossy(&b[b.len().saturating_sub(STDERR_TAIL)..]).into_owned();
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A running command whose stdout is read as a stream.
+pub struct ChildReader {
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    what: String,
+    finished: bool,
+}
+
+/// Starts `cmd` with stdout piped for reading.
+///
+/// # Errors
+/// The program is missing or cannot start.
+pub fn spawn_reader(mut cmd: Command, what: &str) -> Result<ChildReader> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(what, &program, e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (stderr, stderr_thread) = capture_stderr(&mut child);
+    Ok(ChildReader { child, stdout, stderr, stderr_thread, what: what.to_string(), finished: false })
+}
+
+impl ChildReader {
+    fn finish(&mut self) -> io::Result<()> {
+        self.finished = true;
+        let status = self.child.wait()?;
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        if status.success() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!("{} failed ({status}): {}", self.what, tail(&self.stderr))))
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.finished {
+            return Ok(0);
+        }
+        let n = self.stdout.read(buf)?;
+        if n == 0 {
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `cmd`, feeding its stdin from `feed`; returns its stdout.
+///
+/// # Errors
+/// The program is missing, `feed` fails, or the command exits non-zero
+/// (its stderr tail is in the message).
+pub fn run_with_input(mut cmd: Command, what: &str, feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Vec<u8>> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(what, &program, e))?;
+    let (stderr, stderr_thread) = capture_stderr(&mut child);
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let out_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
+    let fed = feed(&mut stdin).and_then(|()| stdin.flush().map_err(|e| Error::io("cannot write to", &program, e)));
+    drop(stdin);
+    let status = child.wait().map_err(|e| Error::io("cannot wait for", &program, e))?;
+    if let Some(t) = stderr_thread {
+        let _ = t.join();
+    }
+    let out = out_thread.join().unwrap_or_default();
+    if !status.success() {
+        return Err(Error::new(ErrorKind::Io, format!("{what} failed ({status}): {}", tail(&stderr))));
+    }
+    fed?;
+    Ok(out)
+}
+
+/// Runs a short command and returns its stdout as text.
+///
+/// # Errors
+/// As [`run_with_input`].
+pub fn run(cmd: Command, what: &str) -> Result<String> {
+    let out = run_with_input(cmd, what, &mut |_| Ok(()))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[test]
+    fn reader_streams_output_and_fails_on_exit_status() {
+        let mut r = spawn_reader(sh("printf hello"), "test").unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        let mut r = spawn_reader(sh("printf partial; echo boom >&2; exit 3"), "the dump").unwrap();
+        let err = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("the dump failed") && err.contains("boom"), "{err}");
+        let err = spawn_reader(Command::new("no-such-tool-xyz"), "x").err().unwrap().to_string();
+        assert!(err.contains("not installed"), "{err}");
+    }
+
+    #[test]
+    fn input_is_fed_and_output_returned() {
+        let out = run_with_input(sh("tr a-z A-Z"), "t", &mut |w| w.write_all(b"abc").map_err(|e| Error::io("w", "x", e))).unwrap();
+        assert_eq!(out, b"ABC");
+        assert!(run(sh("exit 1"), "t").is_err());
+    }
+}
