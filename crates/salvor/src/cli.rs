@@ -214,7 +214,8 @@ impl GlobalOptions {
 
     fn load_config(&self) -> salvor_engine::Result<crate::config::Config> {
         let path = self.config.as_deref().ok_or_else(|| {
-            Error::invalid("no configuration file given").hint("pass --config salvor.toml or set SALVOR_CONFIG")
+            Error::invalid("no configuration file given")
+                .hint("pass --config salvor.toml or set SALVOR_CONFIG")
         })?;
         crate::config::Config::load(path)
     }

@@ -37,7 +37,8 @@ impl Config {
     /// # Errors
     /// Unreadable file, TOML syntax, unknown or missing keys, invalid names.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read config", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("cannot read config", path, e))?;
         Self::parse(&text, path)
     }
 
@@ -47,14 +48,20 @@ impl Config {
     /// As [`Config::load`].
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut c: Config = toml::from_str(text).map_err(|e| {
-            // toml's message names line, column and key; keep it on one line.
-            let msg = e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ");
-            Error::invalid(format!("{}: {msg}", path.display())).hint("fix the configuration file")
+            Error::invalid(format!("{}: {}", path.display(), describe(text, &e)))
+                .hint("fix the configuration file")
         })?;
         for name in c.sources.keys() {
-            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-                return Err(Error::invalid(format!("{}: invalid source name {name:?}", path.display()))
-                    .hint("use letters, digits, '-' and '_'"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(Error::invalid(format!(
+                    "{}: invalid source name {name:?}",
+                    path.display()
+                ))
+                .hint("use letters, digits, '-' and '_'"));
             }
         }
         c.path = path.to_path_buf();
@@ -68,9 +75,45 @@ impl Config {
     pub fn source(&self, name: &str) -> Result<&SourceConfig> {
         self.sources.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
-            Error::new(ErrorKind::NotFound, format!("no source {name:?} in {}", self.path.display()))
-                .hint(format!("defined sources: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no source {name:?} in {}", self.path.display()),
+            )
+            .hint(format!(
+                "defined sources: {}",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
         })
+    }
+}
+
+/// "line N: message", pointing at the offending key where toml only knows
+/// its table (serde buffers internally tagged tables, losing key spans).
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut line = e.span().map_or(0, |s| line_of(s.start));
+    let msg = e.message().to_string();
+    if let Some(key) = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.starts_with("unknown field"))
+    {
+        let start = e.span().map_or(0, |s| s.start);
+        if let Some(pos) = text[start..]
+            .lines()
+            .position(|l| l.trim_start().starts_with(key) && l.contains('='))
+        {
+            line += pos;
+        }
+    }
+    if line == 0 {
+        msg
+    } else {
+        format!("line {line}: {msg}")
     }
 }
 
@@ -80,14 +123,31 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = Config::parse("[source.a]\ntype = \"command\"\ncommand = \"true\"\nrestor_command = \"x\"\n", Path::new("s.toml"))
+        let e = Config::parse(
+            "[source.a]\ntype = \"command\"\ncommand = \"true\"\nrestor_command = \"x\"\n",
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("s.toml") && e.contains("line 4") && e.contains("restor_command"),
+            "{e}"
+        );
+        let e = Config::parse("[source.a]\ntype = \"nosuch\"\n", Path::new("s.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("s.toml") && e.contains("line 4") && e.contains("restor_command"), "{e}");
-        let e = Config::parse("[source.a]\ntype = \"nosuch\"\n", Path::new("s.toml")).unwrap_err().to_string();
         assert!(e.contains("nosuch"), "{e}");
-        let c = Config::parse("[source.a]\ntype = \"command\"\ncommand = \"echo hi\"\n", Path::new("s.toml")).unwrap();
+        let c = Config::parse(
+            "[source.a]\ntype = \"command\"\ncommand = \"echo hi\"\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
         assert!(c.source("a").is_ok());
-        assert!(c.source("b").unwrap_err().to_string().contains("defined sources: a"));
+        assert!(
+            c.source("b")
+                .unwrap_err()
+                .to_string()
+                .contains("defined sources: a")
+        );
     }
 }

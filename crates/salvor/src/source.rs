@@ -129,8 +129,16 @@ impl BackupContext<'_> {
     pub fn streams(&self) -> Result<Streams> {
         let mut tags = self.tags.clone();
         tags.push(format!("source:{}", self.name));
-        let opts = StreamOptions { name: self.name.to_string(), tags, host: self.host.clone(), job: None };
-        Ok(Streams { inner: StreamBackup::begin(self.repo, &opts, self.progress.clone())?, name: self.name.to_string() })
+        let opts = StreamOptions {
+            name: self.name.to_string(),
+            tags,
+            host: self.host.clone(),
+            job: None,
+        };
+        Ok(Streams {
+            inner: StreamBackup::begin(self.repo, &opts, self.progress.clone())?,
+            name: self.name.to_string(),
+        })
     }
 }
 
@@ -146,7 +154,8 @@ impl Streams {
     /// # Errors
     /// Read errors, including a dump tool's failure at the end of its output.
     pub fn add(&mut self, rel: &str, reader: impl std::io::Read) -> Result<u64> {
-        self.inner.add_stream(&format!("{}/{rel}", self.name), reader)
+        self.inner
+            .add_stream(&format!("{}/{rel}", self.name), reader)
     }
 
     /// Records the manifest and makes the snapshot durable.
@@ -180,7 +189,10 @@ pub struct RestoreContext<'a> {
 impl RestoreContext<'_> {
     /// The manifest the backup recorded.
     pub fn manifest(&self) -> &serde_json::Value {
-        self.snapshot.manifests.get(self.source_name).unwrap_or(&serde_json::Value::Null)
+        self.snapshot
+            .manifests
+            .get(self.source_name)
+            .unwrap_or(&serde_json::Value::Null)
     }
 
     /// Paths of the snapshot's streams, relative to the source's directory.
@@ -208,8 +220,12 @@ impl RestoreContext<'_> {
     /// Missing stream, corruption, write errors.
     pub fn copy_stream(&self, rel: &str, out: &mut dyn Write) -> Result<u64> {
         let path = format!("{}/{rel}", self.source_name);
-        let node = browse::find(self.reader, &self.snapshot.tree, &path)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} is not in the snapshot")))?;
+        let node = browse::find(self.reader, &self.snapshot.tree, &path)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{path} is not in the snapshot"),
+            )
+        })?;
         browse::dump(self.reader, &node, out)
     }
 
@@ -222,15 +238,22 @@ impl RestoreContext<'_> {
             return Ok(());
         }
         let refuse = || {
-            Error::invalid(format!("restore would overwrite {what}")).hint("pass --yes to overwrite, or restore elsewhere with --to")
+            Error::invalid(format!("restore would overwrite {what}"))
+                .hint("pass --yes to overwrite, or restore elsewhere with --to")
         };
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return Err(refuse());
         }
         eprint!("restore would overwrite {what}; continue? [y/N] ");
         let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).map_err(|e| Error::io("cannot read", "standard input", e))?;
-        if answer.trim().eq_ignore_ascii_case("y") || answer.trim().eq_ignore_ascii_case("yes") { Ok(()) } else { Err(refuse()) }
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| Error::io("cannot read", "standard input", e))?;
+        if answer.trim().eq_ignore_ascii_case("y") || answer.trim().eq_ignore_ascii_case("yes") {
+            Ok(())
+        } else {
+            Err(refuse())
+        }
     }
 }
 

@@ -53,7 +53,10 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
     if a.source.is_some() {
         return super::sources::restore(g, a);
     }
-    let target = a.target.clone().expect("clap requires --target without --source");
+    let target = a
+        .target
+        .clone()
+        .expect("clap requires --target without --source");
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));

@@ -12,15 +12,32 @@ use super::{EXIT_PARTIAL, GlobalOptions};
 use crate::source::{BackupContext, RestoreContext};
 
 /// Backs up each named source into its own snapshot.
-pub fn backup(g: &GlobalOptions, names: &[String], tags: &[String], host: Option<&String>) -> anyhow::Result<i32> {
+pub fn backup(
+    g: &GlobalOptions,
+    names: &[String],
+    tags: &[String],
+    host: Option<&String>,
+) -> anyhow::Result<i32> {
     let config = g.load_config()?;
     // Validate every name before touching the repository.
-    let sources: Vec<_> = names.iter().map(|n| config.source(n).map(|s| (n, s))).collect::<Result<_, _>>()?;
+    let sources: Vec<_> = names
+        .iter()
+        .map(|n| config.source(n).map(|s| (n, s)))
+        .collect::<Result<_, _>>()?;
     let repo = g.open()?;
     let mut code = 0;
     for (name, cfg) in sources {
-        let ctx = BackupContext { repo: &repo, name, tags: tags.to_vec(), host: host.cloned(), progress: Arc::default() };
-        let (id, snap) = cfg.build().backup(&ctx).map_err(|e| e.context(format!("source {name}")))?;
+        let ctx = BackupContext {
+            repo: &repo,
+            name,
+            tags: tags.to_vec(),
+            host: host.cloned(),
+            progress: Arc::default(),
+        };
+        let (id, snap) = cfg
+            .build()
+            .backup(&ctx)
+            .map_err(|e| e.context(format!("source {name}")))?;
         if !g.quiet && !g.json {
             outln!("source {name} ({}):", cfg.kind())?;
         }
@@ -45,22 +62,34 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         None => (source, None),
     };
     if target.kind() != source.kind() {
-        return Err(Error::invalid(format!("cannot restore a {} backup into a {} source", source.kind(), target.kind())).into());
+        return Err(Error::invalid(format!(
+            "cannot restore a {} backup into a {} source",
+            source.kind(),
+            target.kind()
+        ))
+        .into());
     }
     let repo = g.open()?;
     let (id, snap) = if a.snapshot == "latest" {
         let (snaps, _) = repo.snapshots_lenient()?;
-        snaps.into_iter().rev().find(|(_, s)| s.manifests.contains_key(name)).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("no snapshot of source {name}"))
-                .hint(format!("back it up first: salvor backup --source {name}"))
-        })?
+        snaps
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.manifests.contains_key(name))
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("no snapshot of source {name}"))
+                    .hint(format!("back it up first: salvor backup --source {name}"))
+            })?
     } else {
         repo.find_snapshot(&a.snapshot)?
     };
     if !snap.manifests.contains_key(name) {
-        return Err(Error::invalid(format!("snapshot {} holds no backup of source {name}", id.short()))
-            .hint("list snapshots with `salvor snapshots`; source snapshots are tagged source:NAME")
-            .into());
+        return Err(Error::invalid(format!(
+            "snapshot {} holds no backup of source {name}",
+            id.short()
+        ))
+        .hint("list snapshots with `salvor snapshots`; source snapshots are tagged source:NAME")
+        .into());
     }
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
     let ctx = RestoreContext {
@@ -74,9 +103,15 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
     };
     let report = target.build().restore(&ctx)?;
     if g.json {
-        output::json(&serde_json::json!({ "snapshot": id.to_hex(), "source": name, "dry_run": a.dry_run, "report": report }))?;
+        output::json(
+            &serde_json::json!({ "snapshot": id.to_hex(), "source": name, "dry_run": a.dry_run, "report": report }),
+        )?;
     } else if !g.quiet {
-        let verb = if a.dry_run { "would restore" } else { "restored" };
+        let verb = if a.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
         outln!("{verb} snapshot {} of source {name}:", id.short())?;
         for action in &report.actions {
             outln!("  {action}")?;

@@ -63,7 +63,11 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 fn summarize(reader: impl Read) -> std::io::Result<(u64, String)> {
-    let mut h = Hashing { inner: reader, hasher: blake3::Hasher::new(), bytes: 0 };
+    let mut h = Hashing {
+        inner: reader,
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
     std::io::copy(&mut h, &mut std::io::sink())?;
     Ok((h.bytes, h.hasher.finalize().to_hex().to_string()))
 }
@@ -71,8 +75,13 @@ fn summarize(reader: impl Read) -> std::io::Result<(u64, String)> {
 impl Source for &CommandConfig {
     fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
         let mut streams = ctx.streams()?;
-        let child = process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
-        let mut h = Hashing { inner: child, hasher: blake3::Hasher::new(), bytes: 0 };
+        let child =
+            process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
+        let mut h = Hashing {
+            inner: child,
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
         streams.add(&self.stream, &mut h)?;
         let manifest = json!({
             "type": "command",
@@ -86,9 +95,13 @@ impl Source for &CommandConfig {
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
         let cmd = self.restore_command.as_ref().ok_or_else(|| {
-            Error::invalid("this command source has no restore_command").hint("add restore_command to its configuration, or use `salvor dump`")
+            Error::invalid("this command source has no restore_command")
+                .hint("add restore_command to its configuration, or use `salvor dump`")
         })?;
-        let stream = ctx.manifest()["stream"].as_str().unwrap_or("stdout").to_string();
+        let stream = ctx.manifest()["stream"]
+            .as_str()
+            .unwrap_or("stdout")
+            .to_string();
         let mut report = RestoreReport::default();
         report.actions.push(format!("pipe {stream} into {cmd:?}"));
         if ctx.dry_run {
@@ -104,8 +117,10 @@ impl Source for &CommandConfig {
     }
 
     fn inspect(&self) -> Result<serde_json::Value> {
-        let child = process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
-        let (bytes, hash) = summarize(child).map_err(|e| Error::io("cannot run", &self.command, e))?;
+        let child =
+            process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
+        let (bytes, hash) =
+            summarize(child).map_err(|e| Error::io("cannot run", &self.command, e))?;
         Ok(json!({ "type": "command", "bytes": bytes, "blake3": hash }))
     }
 }

@@ -44,7 +44,10 @@ impl Source for &FilesConfig {
             excludes: self.exclude.clone(),
             tags,
             host: ctx.host.clone(),
-            manifest: Some((ctx.name.to_string(), json!({ "type": "files", "paths": self.paths }))),
+            manifest: Some((
+                ctx.name.to_string(),
+                json!({ "type": "files", "paths": self.paths }),
+            )),
             ..Default::default()
         };
         backup::backup_paths(ctx.repo, &opts, ctx.progress.clone())
@@ -57,14 +60,20 @@ impl Source for &FilesConfig {
             .or_else(|| self.restore_to.clone())
             .ok_or_else(|| Error::invalid("no directory to restore into").hint("pass --to DIR"))?;
         let mut report = RestoreReport::default();
-        report.actions.push(format!("restore files into {}", target.display()));
+        report
+            .actions
+            .push(format!("restore files into {}", target.display()));
         if ctx.dry_run {
             return Ok(report);
         }
         if std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some()) {
             ctx.confirm(&format!("files in {}", target.display()))?;
         }
-        let opts = RestoreOptions { target, includes: ctx.only.to_vec(), excludes: Vec::new() };
+        let opts = RestoreOptions {
+            target,
+            includes: ctx.only.to_vec(),
+            excludes: Vec::new(),
+        };
         let stats = restore::restore(ctx.reader, ctx.snapshot, &opts, &Default::default())?;
         report.counts.insert("files".into(), stats.files.into());
         report.counts.insert("bytes".into(), stats.bytes.into());
@@ -75,8 +84,11 @@ impl Source for &FilesConfig {
         let (mut files, mut dirs, mut bytes) = (0u64, 0u64, 0u64);
         for p in &self.paths {
             for e in walkdir::WalkDir::new(p) {
-                let e = e.map_err(|e| Error::invalid(format!("cannot walk {}: {e}", p.display())))?;
-                let m = e.metadata().map_err(|e| Error::invalid(format!("cannot stat {}: {e}", e)))?;
+                let e =
+                    e.map_err(|e| Error::invalid(format!("cannot walk {}: {e}", p.display())))?;
+                let m = e
+                    .metadata()
+                    .map_err(|e| Error::invalid(format!("cannot stat {}: {e}", e)))?;
                 if m.is_dir() {
                     dirs += 1;
                 } else if m.is_file() {

@@ -15,8 +15,11 @@ const STDERR_TAIL: usize = 4096;
 
 fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
-        Error::new(ErrorKind::NotFound, format!("{program} is not installed (needed for {what})"))
-            .hint(format!("install {program} or put it on PATH"))
+        Error::new(
+            ErrorKind::NotFound,
+            format!("{program} is not installed (needed for {what})"),
+        )
+        .hint(format!("install {program} or put it on PATH"))
     } else {
         Error::new(ErrorKind::Io, format!("cannot start {program} for {what}")).source(e)
     }
@@ -74,7 +77,14 @@ pub fn spawn_reader(mut cmd: Command, what: &str) -> Result<ChildReader> {
         .map_err(|e| spawn_error(what, &program, e))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (stderr, stderr_thread) = capture_stderr(&mut child);
-    Ok(ChildReader { child, stdout, stderr, stderr_thread, what: what.to_string(), finished: false })
+    Ok(ChildReader {
+        child,
+        stdout,
+        stderr,
+        stderr_thread,
+        what: what.to_string(),
+        finished: false,
+    })
 }
 
 impl ChildReader {
@@ -87,7 +97,11 @@ impl ChildReader {
         if status.success() {
             return Ok(());
         }
-        Err(io::Error::other(format!("{} failed ({status}): {}", self.what, tail(&self.stderr))))
+        Err(io::Error::other(format!(
+            "{} failed ({status}): {}",
+            self.what,
+            tail(&self.stderr)
+        )))
     }
 }
 
@@ -118,7 +132,11 @@ impl Drop for ChildReader {
 /// # Errors
 /// The program is missing, `feed` fails, or the command exits non-zero
 /// (its stderr tail is in the message).
-pub fn run_with_input(mut cmd: Command, what: &str, feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Vec<u8>> {
+pub fn run_with_input(
+    mut cmd: Command,
+    what: &str,
+    feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<Vec<u8>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -133,16 +151,26 @@ pub fn run_with_input(mut cmd: Command, what: &str, feed: &mut dyn FnMut(&mut dy
         let _ = stdout.read_to_end(&mut v);
         v
     });
-    let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
-    let fed = feed(&mut stdin).and_then(|()| stdin.flush().map_err(|e| Error::io("cannot write to", &program, e)));
+    let mut stdin =
+        std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
+    let fed = feed(&mut stdin).and_then(|()| {
+        stdin
+            .flush()
+            .map_err(|e| Error::io("cannot write to", &program, e))
+    });
     drop(stdin);
-    let status = child.wait().map_err(|e| Error::io("cannot wait for", &program, e))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("cannot wait for", &program, e))?;
     if let Some(t) = stderr_thread {
         let _ = t.join();
     }
     let out = out_thread.join().unwrap_or_default();
     if !status.success() {
-        return Err(Error::new(ErrorKind::Io, format!("{what} failed ({status}): {}", tail(&stderr))));
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("{what} failed ({status}): {}", tail(&stderr)),
+        ));
     }
     fed?;
     Ok(out)
@@ -175,14 +203,23 @@ mod tests {
         assert_eq!(s, "hello");
         let mut r = spawn_reader(sh("printf partial; echo boom >&2; exit 3"), "the dump").unwrap();
         let err = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("the dump failed") && err.contains("boom"), "{err}");
-        let err = spawn_reader(Command::new("no-such-tool-xyz"), "x").err().unwrap().to_string();
+        assert!(
+            err.contains("the dump failed") && err.contains("boom"),
+            "{err}"
+        );
+        let err = spawn_reader(Command::new("no-such-tool-xyz"), "x")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not installed"), "{err}");
     }
 
     #[test]
     fn input_is_fed_and_output_returned() {
-        let out = run_with_input(sh("tr a-z A-Z"), "t", &mut |w| w.write_all(b"abc").map_err(|e| Error::io("w", "x", e))).unwrap();
+        let out = run_with_input(sh("tr a-z A-Z"), "t", &mut |w| {
+            w.write_all(b"abc").map_err(|e| Error::io("w", "x", e))
+        })
+        .unwrap();
         assert_eq!(out, b"ABC");
         assert!(run(sh("exit 1"), "t").is_err());
     }

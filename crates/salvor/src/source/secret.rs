@@ -46,7 +46,8 @@ impl Secret {
     pub fn resolve(&self) -> Result<String> {
         match self {
             Self::Env { env } => std::env::var(env).map_err(|_| {
-                Error::invalid(format!("environment variable {env} is not set")).hint("export it before running salvor")
+                Error::invalid(format!("environment variable {env} is not set"))
+                    .hint("export it before running salvor")
             }),
             Self::File { file } => std::fs::read_to_string(file)
                 .map(|s| s.lines().next().unwrap_or("").to_string())
@@ -58,9 +59,16 @@ impl Secret {
                     .output()
                     .map_err(|e| Error::invalid("cannot run a secret command").source(e))?;
                 if !out.status.success() {
-                    return Err(Error::invalid(format!("a secret command failed ({})", out.status)));
+                    return Err(Error::invalid(format!(
+                        "a secret command failed ({})",
+                        out.status
+                    )));
                 }
-                Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string())
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string())
             }
         }
     }
