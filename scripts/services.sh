@@ -60,7 +60,10 @@ install_all() {
   log "apt packages present ($(elapsed "$t") s)"
 
   t=$(now)
-  if ! command -v s3s-fs >/dev/null; then
+  # The S3 server takes minutes to build; skip it when no test needs it.
+  if [ "${SALVOR_SERVICES_NO_S3:-0}" = 1 ]; then
+    log "s3s-fs skipped (SALVOR_SERVICES_NO_S3=1)"
+  elif ! command -v s3s-fs >/dev/null; then
     log "cargo install s3s-fs@0.14.1 (takes a few minutes)"
     CARGO_BUILD_JOBS=1 nice -n 10 cargo install s3s-fs@0.14.1 --features binary --locked --quiet
   fi
