@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 
+/// First buffer size for a new reader.
+const INITIAL_BUFFER: usize = 128 * 1024;
+
 use crate::format::config::ChunkerParams;
 
 /// Cut-point parameters plus the seeded gear tables; cheap to clone.
@@ -77,8 +80,12 @@ pub struct ChunkReader<'c, R> {
 impl<'c, R: Read> ChunkReader<'c, R> {
     /// Wraps `reader`; `buf` is reused storage (its contents are discarded).
     pub fn new(reader: R, chunker: &'c Chunker, mut buf: Vec<u8>) -> Self {
-        let want = (chunker.params.max as usize * 4).max(1 << 20);
-        buf.resize(want, 0);
+        // Start small and grow only for inputs that need it: most files are
+        // far smaller than the buffer a large file wants, and a zero-filled
+        // buffer is resident memory.
+        if buf.is_empty() {
+            buf.resize(INITIAL_BUFFER.min(Self::wanted(chunker)), 0);
+        }
         Self {
             reader,
             chunker,
@@ -88,6 +95,11 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             eof: false,
             bytes_read: 0,
         }
+    }
+
+    /// Largest buffer: room for several maximal chunks, so most refills are large reads.
+    fn wanted(chunker: &Chunker) -> usize {
+        (chunker.params.max as usize * 4).max(1 << 20)
     }
 
     /// Returns the buffer for reuse.
@@ -101,16 +113,28 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.end < self.buf.len() {
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.bytes_read += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let wanted = Self::wanted(self.chunker);
+        loop {
+            while !self.eof && self.end < self.buf.len() {
+                self.read_some()?;
             }
+            if self.eof || self.buf.len() >= wanted {
+                return Ok(());
+            }
+            let grown = (self.buf.len() * 2).min(wanted);
+            self.buf.resize(grown, 0);
+        }
+    }
+
+    fn read_some(&mut self) -> io::Result<()> {
+        match self.reader.read(&mut self.buf[self.end..]) {
+            Ok(0) => self.eof = true,
+            Ok(n) => {
+                self.end += n;
+                self.bytes_read += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }

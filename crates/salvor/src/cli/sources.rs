@@ -102,6 +102,12 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         yes: a.yes,
     };
     let report = target.build().restore(&ctx)?;
+    // Records a target rejected (http) leave a partial restore: say so in the exit code.
+    let failed = report
+        .counts
+        .get("failed")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
     if g.json {
         output::json(
             &serde_json::json!({ "snapshot": id.to_hex(), "source": name, "dry_run": a.dry_run, "report": report }),
@@ -119,6 +125,12 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         if !report.counts.is_empty() {
             outln!("  {}", serde_json::Value::Object(report.counts.clone()))?;
         }
+    }
+    if failed > 0 {
+        eprintln!(
+            "salvor: {failed} records were not restored (listed above); fix the target and run the restore again: it is idempotent"
+        );
+        return Ok(EXIT_PARTIAL);
     }
     Ok(0)
 }

@@ -13,13 +13,16 @@ pub fn services(test: &str) -> bool {
     if std::env::var("SALVOR_TEST_SERVICES").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipped {test}: no test servers (run scripts/services.sh start and source its env file, or scripts/test.sh)");
+    eprintln!(
+        "skipped {test}: no test servers (run scripts/services.sh start and source its env file, or scripts/test.sh)"
+    );
     false
 }
 
 /// A required test variable.
 pub fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; is scripts/services.sh's env file sourced?"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set; is scripts/services.sh's env file sourced?"))
 }
 
 /// A scratch directory with a repository and a config file.
@@ -30,7 +33,9 @@ pub struct Workspace {
 impl Workspace {
     /// Creates the repository and writes `config` as salvor.toml.
     pub fn new(config: &str) -> Self {
-        let w = Self { dir: tempfile::tempdir().unwrap() };
+        let w = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
         std::fs::write(w.config(), config).unwrap();
         w.salvor().arg("init").assert().success();
         w
@@ -70,7 +75,13 @@ impl Workspace {
     /// The manifest of the latest snapshot of `source`.
     pub fn manifest(&self, source: &str) -> serde_json::Value {
         let snaps = self.json(&["snapshots"]);
-        let s = snaps.as_array().unwrap().iter().rev().find(|s| s["manifests"].get(source).is_some()).expect("a snapshot of the source");
+        let s = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s["manifests"].get(source).is_some())
+            .expect("a snapshot of the source");
         s["manifests"][source].clone()
     }
 }

@@ -1,0 +1,304 @@
+//! The `etcd` source against the real etcd of scripts/services.sh. Restore
+//! targets are etcd servers started by the tests themselves (own loopback
+//! ports below 32768, own temp data dirs), killed by pid at the end. Seeded
+//! keys live under a per-test prefix.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Workspace, var};
+use serde_json::{Value, json};
+
+/// An etcd started by a test on a given data dir; killed (by pid) on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+}
+
+impl Etcd {
+    fn start(data: &Path, name: &str, client: u16, peer: u16) -> Self {
+        let c = format!("http://127.0.0.1:{client}");
+        let p = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                name,
+                "--listen-client-urls",
+                &c,
+                "--advertise-client-urls",
+                &c,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &p,
+                "--initial-advertise-peer-urls",
+                &p,
+            ])
+            .args(["--initial-cluster", &format!("{name}={p}")])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd on PATH");
+        let e = Self { child, endpoint: c };
+        let start = Instant::now();
+        while post(&e.endpoint, "maintenance/status", json!({})).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd on {client} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        e
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn post(endpoint: &str, path: &str, body: Value) -> Option<Value> {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{endpoint}/v3/{path}"))
+        .timeout(Duration::from_secs(5))
+        .json(&body)
+        .send()
+        .ok()?;
+    r.status().is_success().then(|| r.json().ok())?
+}
+
+fn put(endpoint: &str, pairs: &[(String, String)]) {
+    for batch in pairs.chunks(100) {
+        let ops: Vec<Value> = batch
+            .iter()
+            .map(
+                |(k, v)| json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } }),
+            )
+            .collect();
+        post(endpoint, "kv/txn", json!({ "success": ops })).expect("put");
+    }
+}
+
+fn delete_prefix(endpoint: &str, prefix: &str) {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    post(
+        endpoint,
+        "kv/deleterange",
+        json!({ "key": B64.encode(prefix), "range_end": B64.encode(end) }),
+    )
+    .expect("delete");
+}
+
+/// Key/value pairs under `prefix`, sorted.
+fn get_prefix(endpoint: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    let r = post(
+        endpoint,
+        "kv/range",
+        json!({ "key": B64.encode(prefix), "range_end": B64.encode(end) }),
+    )
+    .unwrap();
+    let text =
+        |v: &Value| String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap()).unwrap();
+    r["kvs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|kv| (text(&kv["key"]), text(&kv["value"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn total_keys(endpoint: &str) -> u64 {
+    let r = post(
+        endpoint,
+        "kv/range",
+        json!({ "key": "AA==", "range_end": "AA==", "count_only": true }),
+    )
+    .unwrap();
+    r["count"].as_str().map_or(0, |c| c.parse().unwrap())
+}
+
+fn snapshot_count(w: &Workspace) -> usize {
+    w.json(&["snapshots"]).as_array().unwrap().len()
+}
+
+fn pairs(p: &str, sub: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("{p}{sub}/{i:03}"), format!("{sub}-value-{i}")))
+        .collect()
+}
+
+#[test]
+fn etcd_backup_restore_roundtrip() {
+    if !common::services("etcd_backup_restore_roundtrip") {
+        return;
+    }
+    let src = var("SALVOR_TEST_ETCD_ENDPOINT");
+    let p = format!("/salvor-rt-{}/", std::process::id());
+    delete_prefix(&src, &p);
+    let (a, b) = (pairs(&p, "a", 30), pairs(&p, "b", 20));
+    put(&src, &[a.clone(), b.clone()].concat());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Etcd::start(&tmp.path().join("target"), "target", 16483, 16484);
+    let w = Workspace::new(&format!(
+        r#"
+[source.kv]
+type = "etcd"
+endpoint = "{src}"
+prefixes = ["{p}a/", "{p}b/"]
+restore_peer_url = "http://127.0.0.1:16482"
+
+[source.target]
+type = "etcd"
+endpoint = "{}"
+"#,
+        target.endpoint
+    ));
+
+    let first = w.json(&["backup", "--source", "kv"]);
+    let m1 = w.manifest("kv");
+    assert_eq!(m1["type"], "etcd");
+    assert!(m1["etcd_version"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        m1["prefixes"],
+        json!({ format!("{p}a/"): 30, format!("{p}b/"): 20 })
+    );
+    assert_eq!(m1["keys"].as_u64().unwrap(), total_keys(&src));
+
+    // The stored stream is a valid snapshot at the recorded revision.
+    let snap1 = first["snapshot"].as_str().unwrap();
+    let file = tmp.path().join("first.db");
+    let dumped = w
+        .salvor()
+        .args(["dump", snap1, "kv/snapshot.db"])
+        .output()
+        .unwrap();
+    assert_eq!(dumped.stdout.len() as u64, m1["bytes"].as_u64().unwrap());
+    std::fs::write(&file, &dumped.stdout).unwrap();
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["revision"], m1["revision"]);
+
+    // Change, back up again; inspect equals the new manifest.
+    delete_prefix(&src, &format!("{p}a/00"));
+    put(&src, &[(format!("{p}c/x"), "new".into())]);
+    w.json(&["backup", "--source", "kv"]);
+    let m2 = w.manifest("kv");
+    assert_eq!(m2["prefixes"][format!("{p}a/")], 20);
+    let live = w.json(&["inspect", "--source", "kv"]);
+    for k in ["revision", "keys", "prefixes", "etcd_version"] {
+        assert_eq!(live[k], m2[k], "inspect differs in {k}");
+    }
+
+    // Full restore of the FIRST snapshot into a data dir, served by a fresh etcd.
+    let dir = tmp.path().join("restored");
+    let d = dir.to_str().unwrap();
+    let r = w.json(&["restore", snap1, "--source", "kv", "--into", d]);
+    assert_eq!(r["report"]["counts"]["revision"], m1["revision"]);
+    {
+        let restored = Etcd::start(&dir, "default", 16481, 16482);
+        assert_eq!(get_prefix(&restored.endpoint, &format!("{p}a/")), a);
+        assert_eq!(get_prefix(&restored.endpoint, &format!("{p}b/")), b);
+        assert_eq!(total_keys(&restored.endpoint), m1["keys"].as_u64().unwrap());
+        assert!(get_prefix(&restored.endpoint, &format!("{p}c/")).is_empty());
+    }
+    // A non-empty data dir is replaced only with --yes (and moved aside, not deleted).
+    let o = w
+        .salvor()
+        .args(["restore", snap1, "--source", "kv", "--into", d])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("would overwrite etcd data directory"));
+    w.json(&["restore", snap1, "--source", "kv", "--into", d, "--yes"]);
+    let aside = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("restored.salvor-old-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    assert!(dir.join("member").is_dir());
+
+    // Selective restore of one prefix into a live etcd (via a scratch etcd).
+    let only = format!("{p}a/");
+    let r = w.json(&[
+        "restore", snap1, "--source", "kv", "--to", "target", "--only", &only,
+    ]);
+    assert_eq!(r["report"]["counts"]["keys"], 30);
+    assert_eq!(get_prefix(&target.endpoint, &only), a);
+    assert!(get_prefix(&target.endpoint, &format!("{p}b/")).is_empty());
+    put(&target.endpoint, &[(format!("{p}a/000"), "changed".into())]);
+    let o = w
+        .salvor()
+        .args([
+            "restore", snap1, "--source", "kv", "--to", "target", "--only", &only,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("would overwrite 30 existing keys"));
+    w.json(&[
+        "restore", snap1, "--source", "kv", "--to", "target", "--only", &only, "--yes",
+    ]);
+    assert_eq!(get_prefix(&target.endpoint, &only), a);
+    delete_prefix(&src, &p);
+}
+
+#[test]
+fn etcd_unreachable_endpoint_fails_cleanly() {
+    if !common::services("etcd_unreachable_endpoint_fails_cleanly") {
+        return;
+    }
+    let w = Workspace::new(
+        "[source.down]\ntype = \"etcd\"\nendpoint = \"http://127.0.0.1:1\"\ntimeout_secs = 5\n",
+    );
+    let o = w
+        .salvor()
+        .args(["backup", "--source", "down"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach etcd at http://127.0.0.1:1") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(snapshot_count(&w), 0);
+    // A full restore without a directory says what to pass.
+    let o = w
+        .salvor()
+        .args(["restore", "latest", "--source", "down"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}

@@ -1,0 +1,390 @@
+//! The `postgres` source against a real PostgreSQL server (scripts/services.sh).
+//!
+//! Every test works in its own `pgt_*` databases and drops them at the end.
+
+mod common;
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// A database name unique to this test run.
+fn unique(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("pgt_{tag}_{}_{nanos}", std::process::id())
+}
+
+/// Runs SQL as the test role in `db`; returns trimmed unaligned output.
+fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-w",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGHOST", common::var("SALVOR_TEST_PG_HOST"))
+        .env("PGPORT", common::var("SALVOR_TEST_PG_PORT"))
+        .env("PGUSER", common::var("SALVOR_TEST_PG_USER"))
+        .env("PGPASSWORD", common::var("SALVOR_TEST_PG_PASSWORD"))
+        .env("PGDATABASE", db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Drops the listed databases when the test ends, even on failure.
+struct Dbs(Vec<String>);
+
+impl Drop for Dbs {
+    fn drop(&mut self) {
+        for db in &self.0 {
+            let _ = std::panic::catch_unwind(|| {
+                psql(
+                    "postgres",
+                    &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+                )
+            });
+        }
+    }
+}
+
+const SEED: &str = "
+CREATE SCHEMA app;
+CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2));
+INSERT INTO items (name, price)
+  SELECT 'Ærøskøbing ünïcødé 🚀 item number ' || i || repeat(' padding', 8), i * 1.25
+  FROM generate_series(1, 3000) i;
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+INSERT INTO notes VALUES (1, 'tab	and newline
+inside'), (2, 'back\\slash'), (3, '日本語のテキスト'), (4, NULL);
+CREATE TABLE app.tags (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  item_id int REFERENCES items(id), tag text);
+INSERT INTO app.tags (item_id, tag) SELECT i, 'tag-' || i FROM generate_series(1, 50) i;
+CREATE INDEX items_name_idx ON items (name);
+CREATE VIEW cheap AS SELECT * FROM items WHERE price < 10;
+";
+
+/// A digest of a table's contents.
+fn digest(db: &str, table: &str) -> String {
+    psql(
+        db,
+        &format!(
+            "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+        ),
+    )
+}
+
+fn config(db: &str) -> String {
+    let (host, port, user) = (
+        common::var("SALVOR_TEST_PG_HOST"),
+        common::var("SALVOR_TEST_PG_PORT"),
+        common::var("SALVOR_TEST_PG_USER"),
+    );
+    format!(
+        r#"
+[source.pg]
+type = "postgres"
+host = "{host}"
+port = {port}
+user = "{user}"
+password = {{ env = "SALVOR_TEST_PG_PASSWORD" }}
+databases = ["{db}"]
+role_passwords = false
+
+[source.pg_down]
+type = "postgres"
+host = "127.0.0.1"
+port = 1
+user = "{user}"
+password = {{ env = "SALVOR_TEST_PG_PASSWORD" }}
+databases = ["{db}"]
+
+[source.pg_badpw]
+type = "postgres"
+host = "{host}"
+port = {port}
+user = "{user}"
+password = {{ env = "PGT_WRONG_PASSWORD" }}
+databases = ["{db}"]
+role_passwords = false
+"#
+    )
+}
+
+fn tables(m: &Value, db: &str) -> Value {
+    m["databases"][db]["tables"].clone()
+}
+
+fn snapshot_count(w: &common::Workspace) -> usize {
+    w.json(&["snapshots"]).as_array().unwrap().len()
+}
+
+#[test]
+fn backup_restore_selective_overwrite_and_dedup() {
+    if !common::services("postgres backup_restore_selective_overwrite_and_dedup") {
+        return;
+    }
+    let db = unique("rt");
+    let (copy, part) = (format!("{db}_copy"), format!("{db}_part"));
+    let _cleanup = Dbs(vec![db.clone(), copy.clone(), part.clone()]);
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    psql(&db, SEED);
+    let w = common::Workspace::new(&config(&db));
+
+    // First backup: manifest counts are exact, inspect agrees.
+    let first = w.json(&["backup", "--source", "pg"]);
+    let s1 = first["snapshot"].as_str().unwrap().to_string();
+    let m1 = w.manifest("pg");
+    assert_eq!(
+        tables(&m1, &db),
+        json!({ "app.tags": 50, "public.items": 3000, "public.notes": 4 })
+    );
+    assert_eq!(m1["format"], "plain");
+    assert!(
+        m1["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric)
+    );
+    assert_eq!(m1["databases"][&db]["stream"], format!("{db}.sql"));
+    assert_eq!(m1["globals"], "globals.sql");
+    let live = w.json(&["inspect", "--source", "pg"]);
+    assert_eq!(tables(&live, &db), tables(&m1, &db));
+
+    // Unchanged database: the second snapshot adds little.
+    let second = w.json(&["backup", "--source", "pg"]);
+    let (added, read) = (
+        second["summary"]["bytes_added"].as_u64().unwrap(),
+        second["summary"]["bytes_read"].as_u64().unwrap(),
+    );
+    eprintln!("unchanged second backup added {added} of {read} bytes read");
+    assert!(read > 200_000, "dump unexpectedly small: {read}");
+    assert!(
+        added * 10 < read,
+        "unchanged backup added {added} of {read} bytes"
+    );
+
+    // Change the data and back up again.
+    let before_items = digest(&db, "items");
+    let before_notes = digest(&db, "notes");
+    psql(
+        &db,
+        "UPDATE items SET name = 'changed' WHERE id = 7; DELETE FROM notes WHERE id = 4; \
+         INSERT INTO items (name) VALUES ('added later')",
+    );
+    w.json(&["backup", "--source", "pg"]);
+    assert_eq!(
+        w.manifest("pg")["databases"][&db]["tables"]["public.items"],
+        3001
+    );
+
+    // The first snapshot restored into a fresh name: its data, not the change.
+    let r = w.json(&["restore", &s1, "--source", "pg", "--into", &copy]);
+    assert_eq!(
+        r["report"]["counts"][&copy],
+        tables(&m1, &db),
+        "restore report: {r}"
+    );
+    assert_eq!(digest(&copy, "items"), before_items);
+    assert_eq!(digest(&copy, "notes"), before_notes);
+    assert_eq!(
+        psql(&copy, "SELECT count(*) FROM items WHERE name = 'changed'"),
+        "0"
+    );
+    assert_eq!(psql(&copy, "SELECT count(*) FROM cheap"), "7");
+    // Sequences come back where they were: the next id follows the old maximum.
+    assert_eq!(
+        psql(&copy, "INSERT INTO items (name) VALUES ('x') RETURNING id"),
+        "3001"
+    );
+
+    // Selective restore: only the chosen table (with its sequence and index).
+    let r = w.json(&[
+        "restore", &s1, "--source", "pg", "--into", &part, "--only", "items",
+    ]);
+    assert_eq!(
+        r["report"]["counts"][&part],
+        json!({ "public.items": 3000 })
+    );
+    assert_eq!(
+        psql(
+            &part,
+            "SELECT string_agg(table_schema || '.' || table_name, ',') FROM information_schema.tables WHERE table_schema IN ('public', 'app')"
+        ),
+        "public.items"
+    );
+    assert_eq!(
+        psql(
+            &part,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_name_idx'"
+        ),
+        "1"
+    );
+    assert_eq!(digest(&part, "items"), before_items);
+
+    // Overwriting a non-empty database: refused without --yes, dry run is inert.
+    psql(&copy, "DELETE FROM notes");
+    let out = w
+        .salvor()
+        .args(["restore", &s1, "--source", "pg", "--into", &copy])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--yes"), "{err}");
+    let dry = w.json(&[
+        "restore",
+        &s1,
+        "--source",
+        "pg",
+        "--into",
+        &copy,
+        "--yes",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        dry["report"]["actions"][0]
+            .as_str()
+            .unwrap()
+            .contains("drop and recreate"),
+        "{dry}"
+    );
+    assert_eq!(psql(&copy, "SELECT count(*) FROM notes"), "0");
+    assert_eq!(psql(&copy, "SELECT count(*) FROM items"), "3001");
+    w.json(&["restore", &s1, "--source", "pg", "--into", &copy, "--yes"]);
+    assert_eq!(psql(&copy, "SELECT count(*) FROM notes"), "4");
+    assert_eq!(digest(&copy, "items"), before_items);
+
+    // Selective restore into a live database replaces just that table.
+    psql(&db, "DELETE FROM notes");
+    let out = w
+        .salvor()
+        .args(["restore", &s1, "--source", "pg", "--only", "notes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "overwrote notes without --yes");
+    w.json(&["restore", &s1, "--source", "pg", "--only", "notes", "--yes"]);
+    assert_eq!(digest(&db, "notes"), before_notes);
+    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "3001");
+}
+
+#[test]
+fn failures_fail_the_backup_and_record_no_snapshot() {
+    if !common::services("postgres failures_fail_the_backup_and_record_no_snapshot") {
+        return;
+    }
+    let db = unique("fail");
+    let _cleanup = Dbs(vec![db.clone()]);
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    psql(&db, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+    let w = common::Workspace::new(&config(&db));
+    let password = common::var("SALVOR_TEST_PG_PASSWORD");
+    let wrong = "pgt-Wrong-Secret-4711";
+
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = w
+            .salvor()
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    let (ok, text) = run(&["backup", "--source", "pg_down"], &[]);
+    assert!(
+        !ok && text.contains("127.0.0.1") && text.contains("port 1"),
+        "{text}"
+    );
+
+    let (ok, text) = run(
+        &["backup", "--source", "pg_badpw"],
+        &[("PGT_WRONG_PASSWORD", wrong)],
+    );
+    assert!(
+        !ok && text.contains("password authentication failed"),
+        "{text}"
+    );
+    assert!(!text.contains(wrong) && !text.contains(&password), "{text}");
+
+    let (ok, text) = run(&["backup", "--source", "pg_badpw"], &[]);
+    assert!(
+        !ok && text.contains("PGT_WRONG_PASSWORD is not set"),
+        "{text}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_str().unwrap();
+    let (ok, text) = run(&["backup", "--source", "pg"], &[("PATH", path)]);
+    assert!(!ok && text.contains("is not installed"), "{text}");
+
+    // A table locked elsewhere fails the backup once lock_wait_timeout passes.
+    let mut locker = std::process::Command::new("psql")
+        .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
+        .env("PGHOST", common::var("SALVOR_TEST_PG_HOST"))
+        .env("PGPORT", common::var("SALVOR_TEST_PG_PORT"))
+        .env("PGUSER", common::var("SALVOR_TEST_PG_USER"))
+        .env("PGPASSWORD", &password)
+        .env("PGDATABASE", &db)
+        .env("PGAPPNAME", "pgt_locker")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = locker.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20);"
+        )
+        .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let locked = format!(
+        "{}\n[source.pg_locked]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password = {{ env = \"SALVOR_TEST_PG_PASSWORD\" }}\ndatabases = [\"{db}\"]\nglobals = false\n\
+         lock_wait_timeout = \"1s\"\n",
+        config(&db),
+        common::var("SALVOR_TEST_PG_HOST"),
+        common::var("SALVOR_TEST_PG_PORT"),
+        common::var("SALVOR_TEST_PG_USER"),
+    );
+    std::fs::write(w.config(), locked).unwrap();
+    let (ok, text) = run(&["backup", "--source", "pg_locked"], &[]);
+    psql(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgt_locker'",
+    );
+    let _ = locker.kill();
+    let _ = locker.wait();
+    assert!(
+        !ok && text.contains("pg_dump") && text.contains("lock"),
+        "{text}"
+    );
+
+    assert_eq!(snapshot_count(&w), 0, "a failed backup recorded a snapshot");
+    // The same workspace still backs up fine.
+    w.json(&["backup", "--source", "pg"]);
+    assert_eq!(snapshot_count(&w), 1);
+}
