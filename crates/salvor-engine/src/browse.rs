@@ -69,7 +69,56 @@ pub fn find(reader: &BlobReader, root: &BlobId, path: &str) -> Result<Option<Nod
     Ok(found)
 }
 
+/// Blobs of one batch: their decoded frames and where each blob lies.
+type Batch = (
+    crate::index::IdMap<u32, Vec<u8>>,
+    Vec<crate::index::BlobLocation>,
+);
+
+/// Fetches, decrypts, decompresses and verifies the frames of a batch of
+/// blobs on the rayon pool.
+fn decode_batch(reader: &BlobReader, batch: &[BlobId]) -> Result<Batch> {
+    use rayon::prelude::*;
+    let index = reader.index();
+    let locs: Vec<_> = batch
+        .iter()
+        .map(|id| {
+            index
+                .get(id)
+                .ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))
+        })
+        .collect::<Result<_>>()?;
+    let mut frames: Vec<u32> = locs.iter().map(|l| l.frame).collect();
+    frames.sort_unstable();
+    frames.dedup();
+    let decoded: crate::index::IdMap<u32, Vec<u8>> = frames
+        .par_iter()
+        .map(|f| Ok((*f, reader.read_frame(*f)?)))
+        .collect::<Result<_>>()?;
+    batch
+        .par_iter()
+        .zip(locs.par_iter())
+        .try_for_each(|(id, l)| {
+            let data = blob_slice(&decoded, l)
+                .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
+            crate::repo::blobs::verify_blob(reader.repo().key(), id, data)
+        })?;
+    Ok((decoded, locs))
+}
+
+fn blob_slice<'a>(
+    frames: &'a crate::index::IdMap<u32, Vec<u8>>,
+    l: &crate::index::BlobLocation,
+) -> Option<&'a [u8]> {
+    frames
+        .get(&l.frame)?
+        .get(l.offset as usize..l.offset as usize + l.length as usize)
+}
+
 /// Writes a file's content to `out`, verifying every blob.
+///
+/// Batches of ~2048 blobs (~8 MiB of frames) are decoded in parallel while
+/// the previous batch is written, so decoding and writing overlap.
 ///
 /// # Errors
 /// Not a file, corruption, or write errors.
@@ -80,47 +129,31 @@ pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64
                 .hint("use `salvor restore --include` for directories"),
         );
     }
-    use rayon::prelude::*;
-    let index = reader.index();
-    let mut n = 0;
-    // Batches of blobs: their frames are fetched, decrypted, decompressed and
-    // verified in parallel, then written in order. ~8 MiB of frames at a time.
-    for batch in node.content.chunks(2048) {
-        let locs: Vec<_> = batch
-            .iter()
-            .map(|id| {
-                index
-                    .get(id)
-                    .ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))
-            })
-            .collect::<Result<_>>()?;
-        let mut frames: Vec<u32> = locs.iter().map(|l| l.frame).collect();
-        frames.sort_unstable();
-        frames.dedup();
-        let decoded: crate::index::IdMap<u32, Vec<u8>> = frames
-            .par_iter()
-            .map(|f| Ok((*f, reader.read_frame(*f)?)))
-            .collect::<Result<_>>()?;
-        let slices: Vec<&[u8]> = batch
-            .par_iter()
-            .zip(locs.par_iter())
-            .map(|(id, l)| {
-                let data = decoded[&l.frame]
-                    .get(l.offset as usize..l.offset as usize + l.length as usize)
-                    .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
-                crate::repo::blobs::verify_blob(reader.repo().key(), id, data)?;
-                Ok(data)
-            })
-            .collect::<Result<_>>()?;
-        for data in slices {
-            out.write_all(data)
-                .map_err(|e| Error::io("cannot write", "standard output", e))?;
-            n += data.len() as u64;
+    let write_err = |e| Error::io("cannot write", "standard output", e);
+    std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
+        s.spawn(move || {
+            for batch in node.content.chunks(2048) {
+                let r = decode_batch(reader, batch);
+                let failed = r.is_err();
+                // A closed channel means the writer stopped (an error): stop too.
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut n = 0;
+        for batch in rx {
+            let (frames, locs) = batch?;
+            for l in &locs {
+                let data = blob_slice(&frames, l).expect("verified by decode_batch");
+                out.write_all(data).map_err(write_err)?;
+                n += data.len() as u64;
+            }
         }
-    }
-    out.flush()
-        .map_err(|e| Error::io("cannot write", "standard output", e))?;
-    Ok(n)
+        out.flush().map_err(write_err)?;
+        Ok(n)
+    })
 }
 
 /// Flattens a snapshot into path → node (for `diff`).

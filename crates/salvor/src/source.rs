@@ -257,6 +257,44 @@ impl RestoreContext<'_> {
     }
 }
 
+/// Counts and BLAKE3-hashes the bytes that pass through a reader, so a
+/// manifest can record exactly what was stored.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Hex BLAKE3 of the bytes read so far.
+    pub fn hex(&self) -> String {
+        self.hasher.finalize().to_hex().to_string()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// What a restore did (or, with `--dry-run`, would do).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreReport {

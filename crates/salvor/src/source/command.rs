@@ -20,7 +20,7 @@ use salvor_engine::{Error, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{BackupContext, RestoreContext, RestoreReport, Source, process};
+use super::{BackupContext, HashingReader, RestoreContext, RestoreReport, Source, process};
 
 /// Configuration of a `command` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,30 +46,10 @@ fn sh(script: &str) -> Command {
     c
 }
 
-/// Counts and hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 fn summarize(reader: impl Read) -> std::io::Result<(u64, String)> {
-    let mut h = Hashing {
-        inner: reader,
-        hasher: blake3::Hasher::new(),
-        bytes: 0,
-    };
+    let mut h = HashingReader::new(reader);
     std::io::copy(&mut h, &mut std::io::sink())?;
-    Ok((h.bytes, h.hasher.finalize().to_hex().to_string()))
+    Ok((h.count(), h.hex()))
 }
 
 impl Source for &CommandConfig {
@@ -77,18 +57,14 @@ impl Source for &CommandConfig {
         let mut streams = ctx.streams()?;
         let child =
             process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
-        let mut h = Hashing {
-            inner: child,
-            hasher: blake3::Hasher::new(),
-            bytes: 0,
-        };
+        let mut h = HashingReader::new(child);
         streams.add(&self.stream, &mut h)?;
         let manifest = json!({
             "type": "command",
             "command": self.command,
             "stream": self.stream,
-            "bytes": h.bytes,
-            "blake3": h.hasher.finalize().to_hex().to_string(),
+            "bytes": h.count(),
+            "blake3": h.hex(),
         });
         streams.commit(manifest)
     }

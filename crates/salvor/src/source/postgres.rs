@@ -254,18 +254,8 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| spawn_error(&program, &what, e))?;
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let buf = stderr.clone();
-            std::thread::spawn(move || {
-                let mut all = Vec::new();
-                let _ = err.read_to_end(&mut all);
-                if let Ok(mut b) = buf.lock() {
-                    *b = all;
-                }
-            });
-        }
+            .map_err(|e| process::spawn_error(&what, &program, e))?;
+        let (stderr, _) = process::capture_stderr(&mut child);
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         Ok(Self {
@@ -333,20 +323,6 @@ impl Drop for Session {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-fn spawn_error(program: &str, what: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::new(
-            ErrorKind::NotFound,
-            format!("{program} is not installed (needed for {what})"),
-        )
-        .hint(format!(
-            "install {program} or put it on PATH (or set bin_dir in the source's configuration)"
-        ))
-    } else {
-        Error::new(ErrorKind::Io, format!("cannot start {program} for {what}")).source(e)
     }
 }
 

@@ -13,7 +13,8 @@ use salvor_engine::{Error, ErrorKind, Result};
 /// How much of a tool's stderr is kept for messages.
 const STDERR_TAIL: usize = 4096;
 
-fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
+/// The error for a program that cannot start (missing, or not executable).
+pub(super) fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         Error::new(
             ErrorKind::NotFound,
@@ -25,7 +26,8 @@ fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
     }
 }
 
-fn capture_stderr(child: &mut Child) -> (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>) {
+/// Collects the tail of a child's stderr on a thread (for error messages).
+pub(super) fn capture_stderr(child: &mut Child) -> (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let handle = child.stderr.take().map(|mut err| {
         let buf = buf.clone();

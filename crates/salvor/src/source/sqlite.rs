@@ -44,7 +44,6 @@
 //!   "page_count": 2, "integrity_check": "ok", "tables": { "items": 10 } }
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,7 @@ use salvor_engine::{Error, ErrorKind, Result};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{BackupContext, RestoreContext, RestoreReport, Source};
+use super::{BackupContext, HashingReader, RestoreContext, RestoreReport, Source};
 
 /// The stream's name inside the snapshot.
 const STREAM: &str = "db.sqlite";
@@ -166,22 +165,6 @@ fn table_counts(conn: &Connection) -> rusqlite::Result<Map<String, Value>> {
     Ok(out)
 }
 
-/// Counts and hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 impl SqliteConfig {
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.busy_timeout_ms)
@@ -272,20 +255,13 @@ impl Source for &SqliteConfig {
             .serialize(MAIN_DB)
             .map_err(sql_err("cannot serialize the copy of", &self.path))?;
         let mut streams = ctx.streams()?;
-        let mut h = Hashing {
-            inner: &data[..],
-            hasher: blake3::Hasher::new(),
-            bytes: 0,
-        };
+        let mut h = HashingReader::new(&data[..]);
         streams.add(STREAM, &mut h)?;
         manifest.insert("type".into(), "sqlite".into());
         manifest.insert("path".into(), self.path.display().to_string().into());
         manifest.insert("stream".into(), STREAM.into());
-        manifest.insert("bytes".into(), h.bytes.into());
-        manifest.insert(
-            "blake3".into(),
-            h.hasher.finalize().to_hex().to_string().into(),
-        );
+        manifest.insert("bytes".into(), h.count().into());
+        manifest.insert("blake3".into(), h.hex().into());
         streams.commit(Value::Object(manifest))
     }
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Source overhead and day-2 dedup of the postgres source.
+#
+#   bench/sources.sh [--runs N]
+#
+# Loads the same database the dump corpus comes from (pgbench -s 50 plus a
+# 500k-row text table: a ~700 MB plain dump) into a throwaway PostgreSQL on
+# 127.0.0.1, then measures (median of N runs):
+#   - `pg_dump -Fp bench > /dev/null` alone;
+#   - `salvor backup --source pg` into a fresh repository (dump streamed,
+#     chunked, compressed, encrypted, written; counts taken);
+# and, after the day-2 workload (30k pgbench transactions, 1% of text rows
+# updated, some deleted and inserted), what a second backup adds.
+# Target (issue 3): the source costs at most 10% over pg_dump alone, and the
+# day-2 backup adds at most 60% of what the best peer adds for a day-2 dump.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=3
+[ "${1:-}" = "--runs" ] && RUNS=$2
+BENCH_DIR=${BENCH_DIR:-/dev/shm/salvor-bench}
+SALVOR=${SALVOR_BIN:-$PWD/target/release/salvor}
+PG_PORT=${BENCH_PG_SOURCE_PORT:-15534}
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+W=$BENCH_DIR/sources
+log() { printf '[sources %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+stop() { pg_as "$PG_BIN/pg_ctl" -D "$W/pg/data" -m fast -w stop >/dev/null 2>&1 || true; }
+trap stop EXIT
+
+[ -x "$SALVOR" ] || cargo build --release
+rm -rf "$W"; mkdir -p "$W/pg"; [ "$(id -u)" = 0 ] && chown postgres: "$W/pg"
+pg_as "$PG_BIN/initdb" -D "$W/pg/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
+pg_as "$PG_BIN/pg_ctl" -D "$W/pg/data" -l "$W/pg/server.log" -w -o \
+  "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $W/pg -c fsync=off -c synchronous_commit=off -c autovacuum=off" start >/dev/null
+C=(-h 127.0.0.1 -p "$PG_PORT" -U postgres)
+psql_b() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "${C[@]}" -d bench "$@"; }
+docs() { echo "INSERT INTO docs SELECT i, 'document ' || i, array_to_string(ARRAY(SELECT md5(i::text || '-' || k) FROM generate_series(1, 14) k), ' ') FROM generate_series($1, $2) i;"; }
+"$PG_BIN/psql" -X -q "${C[@]}" -d postgres -c 'CREATE DATABASE bench'
+log "loading day 1 (pgbench -s 50 + 500k text rows)"
+"$PG_BIN/pgbench" -i -q -s 50 "${C[@]}" bench >/dev/null 2>&1
+{ echo 'CREATE TABLE docs (id integer PRIMARY KEY, title text NOT NULL, body text NOT NULL);'; docs 1 500000; echo 'VACUUM ANALYZE docs;'; } | psql_b
+
+cat > "$W/salvor.toml" <<TOML
+[source.pg]
+type = "postgres"
+host = "127.0.0.1"
+port = $PG_PORT
+user = "postgres"
+databases = ["bench"]
+TOML
+export SALVOR_PASSWORD=bench SALVOR_CONFIG=$W/salvor.toml
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timed() { /usr/bin/time -f '%e %M' -o "$W/t" "$@" >/dev/null; cat "$W/t"; }
+
+dump_bytes=$("$PG_BIN/pg_dump" "${C[@]}" -d bench | wc -c)
+log "pg_dump alone, $RUNS runs ($((dump_bytes / 1048576)) MiB dump)"
+dump_s=$(for _ in $(seq "$RUNS"); do timed "$PG_BIN/pg_dump" "${C[@]}" -d bench -f /dev/null | cut -d' ' -f1; done | median)
+log "salvor backup --source pg into a fresh repository, $RUNS runs"
+rows=()
+for i in $(seq "$RUNS"); do
+  export SALVOR_REPO=$W/repo$i; rm -rf "$SALVOR_REPO"; "$SALVOR" init -q
+  rows+=("$(timed "$SALVOR" backup -q --source pg)")
+done
+salvor_s=$(printf '%s\n' "${rows[@]}" | cut -d' ' -f1 | median)
+salvor_rss=$(printf '%s\n' "${rows[@]}" | cut -d' ' -f2 | median)
+export SALVOR_REPO=$W/repo1
+day1=$(du -sb "$SALVOR_REPO" | cut -f1)
+
+log "day 2 workload"
+cat > "$W/tpcb.sql" <<'SQL'
+\set aid random(1, :naccounts)
+\set bid random(1, :nbranches)
+\set tid random(1, :ntellers)
+\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, timestamp '2024-01-02 00:00:00' + (:aid % 86400) * interval '1 second');
+END;
+SQL
+"$PG_BIN/pgbench" -n -c 1 -t 30000 --random-seed=42 "${C[@]}" -D naccounts=5000000 -D nbranches=50 -D ntellers=500 -f "$W/tpcb.sql" bench >/dev/null 2>&1
+{ echo "UPDATE docs SET title = title || ' (revised)', body = body || ' ' || md5('day2-' || id) WHERE id % 100 = 42;"
+  echo 'DELETE FROM docs WHERE id % 250 = 17;'; docs 500001 505000; } | psql_b
+day2_s=$(timed "$SALVOR" backup -q --source pg | cut -d' ' -f1)
+day2=$(du -sb "$SALVOR_REPO" | cut -f1)
+
+overhead=$(awk -v a="$salvor_s" -v b="$dump_s" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }')
+cat <<MD
+## postgres source overhead and day-2 dedup ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))
+
+| measure | value |
+| --- | --- |
+| plain dump size | $((dump_bytes / 1048576)) MiB |
+| pg_dump > /dev/null (median of $RUNS) | ${dump_s} s |
+| salvor backup --source pg, fresh repository (median of $RUNS) | ${salvor_s} s, peak RSS $((salvor_rss / 1024)) MiB |
+| overhead over pg_dump alone | ${overhead}% (target <= 10%) |
+| day 1 stored | $((day1 / 1048576)) MiB |
+| day 2 backup | ${day2_s} s, adds $(((day2 - day1) / 1048576)) MiB ($(awk -v a="$((day2 - day1))" -v b="$day1" 'BEGIN { printf "%.0f", a / b * 100 }')% of day 1) |
+MD
