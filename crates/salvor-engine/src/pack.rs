@@ -145,8 +145,16 @@ impl Uploader {
     /// The first upload or index failure.
     pub fn finish(mut self) -> Result<Vec<IndexId>> {
         drop(self.tx.take());
+        let mut panicked = false;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            panicked |= t.join().is_err();
+        }
+        if panicked {
+            // Its pack may be neither written nor indexed: no snapshot may follow.
+            return Err(Error::new(
+                crate::ErrorKind::Backend,
+                "a pack upload thread crashed; nothing was committed",
+            ));
         }
         if let Some(e) = self.shared.error.lock().unwrap().take() {
             return Err(e);

@@ -157,6 +157,13 @@ pub fn restore(
         });
     }
     for d in &dirs {
+        // In a non-empty target a path may already exist as a symlink (or a
+        // file): replace it, or files below would be written through it,
+        // possibly outside the target. Parents come before children, so
+        // every directory on a path is checked before anything goes below it.
+        if !fresh && std::fs::symlink_metadata(&d.path).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&d.path).map_err(io("cannot replace", &d.path))?;
+        }
         std::fs::create_dir_all(&d.path).map_err(io("cannot create directory", &d.path))?;
         stats.dirs += 1;
     }
@@ -293,9 +300,15 @@ impl MetaContext {
 /// A file being written: created at its first write, finished (metadata set,
 /// descriptor closed) at its last.
 struct Slot {
+    /// Open while a pack writes to it; closed at the end of that pack, so
+    /// files spread over many packs never exhaust file descriptors.
     file: Option<std::fs::File>,
+    created: bool,
     remaining: u64,
 }
+
+/// Unfinished files one pack worker may keep open before closing them early.
+const OPEN_PER_WORKER: usize = 64;
 
 struct Target {
     file: u32,
@@ -335,6 +348,7 @@ fn write_files(
     for (i, f) in files.iter().enumerate() {
         slots.push(Mutex::new(Slot {
             file: None,
+            created: false,
             remaining: 0,
         }));
         if f.node.links > 1 {
@@ -423,6 +437,7 @@ impl WriteContext<'_> {
         )?;
         let mut order: Vec<_> = frames.into_iter().collect();
         order.sort_by_key(|(f, _)| index.frame(*f).offset);
+        let mut left_open: Vec<u32> = Vec::new();
         for (f, targets) in order {
             let loc = index.frame(f);
             let s = (loc.offset - start) as usize;
@@ -447,17 +462,34 @@ impl WriteContext<'_> {
                     verify_blob(self.reader.repo().key(), &id, data)?;
                     verified = Some(id);
                 }
-                self.write(&t, data)?;
+                if self.write(&t, data)? {
+                    left_open.push(t.file);
+                    if left_open.len() >= OPEN_PER_WORKER {
+                        self.close(&mut left_open);
+                    }
+                }
             }
         }
+        self.close(&mut left_open);
         Ok(())
     }
 
-    fn write(&self, t: &Target, data: &[u8]) -> Result<()> {
+    /// Writes one blob occurrence; returns true when it left the file open
+    /// (unfinished), so the caller can close it when its pack is done.
+    fn write(&self, t: &Target, data: &[u8]) -> Result<bool> {
         let p = &self.files[t.file as usize];
         let mut slot = self.slots[t.file as usize].lock().unwrap();
-        if slot.file.is_none() {
-            slot.file = Some(create_file(p, self.fresh)?);
+        let opened = slot.file.is_none();
+        if opened {
+            slot.file = Some(if slot.created {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p.path)
+                    .map_err(io("cannot open", &p.path))?
+            } else {
+                create_file(p, self.fresh)?
+            });
+            slot.created = true;
         }
         let f = slot.file.as_ref().expect("just opened");
         f.write_all_at(data, t.offset)
@@ -470,6 +502,13 @@ impl WriteContext<'_> {
         self.progress
             .bytes
             .fetch_add(u64::from(t.length), Ordering::Relaxed);
-        Ok(())
+        Ok(opened && slot.file.is_some())
+    }
+
+    /// Closes files this worker opened that are still unfinished.
+    fn close(&self, files: &mut Vec<u32>) {
+        for f in files.drain(..) {
+            self.slots[f as usize].lock().unwrap().file = None;
+        }
     }
 }

@@ -73,7 +73,14 @@ pub(super) fn build(
                     result,
                     is_new,
                 } => {
-                    let Ok(res) = result.recv() else { continue };
+                    let Ok(res) = result.recv() else {
+                        // Only a crashed reader drops its reply; the scope re-raises its panic.
+                        session.warn(format!(
+                            "{}: not read (a reader thread failed)",
+                            node.name_lossy()
+                        ));
+                        continue;
+                    };
                     session.progress.files.fetch_add(1, Ordering::Relaxed);
                     if let Some(e) = res.error {
                         session.warn(e);

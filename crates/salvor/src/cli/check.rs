@@ -78,7 +78,7 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
         Ok(0)
     } else {
         eprintln!(
-            "salvor: the repository has {} errors; files in damaged packs cannot be restored: back up again to store them anew, and keep this repository until that backup has completed",
+            "salvor: the repository has {} errors; data in damaged or missing packs cannot be restored, and new backups still refer to it (no repair command yet): keep this repository, and back up into a new one until it is repaired",
             r.errors.len()
         );
         Ok(1)

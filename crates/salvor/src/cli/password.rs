@@ -14,7 +14,7 @@ fn from_file(path: &std::path::Path) -> Result<String> {
 }
 
 fn from_command(cmd: &str) -> Result<String> {
-    let out = std::process::Command::new("sh")
+    let out = crate::source::process::command("sh")
         .arg("-c")
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())

@@ -26,6 +26,9 @@ pub fn backup(
         .collect::<Result<_, _>>()?;
     let repo = g.open()?;
     let mut code = 0;
+    // One failing source must not cost the others their backup: go on, and
+    // fail the command at the end.
+    let mut failed = Vec::new();
     for (name, cfg) in sources {
         let ctx = BackupContext {
             repo: &repo,
@@ -34,10 +37,14 @@ pub fn backup(
             host: host.cloned(),
             progress: Arc::default(),
         };
-        let (id, snap) = cfg
-            .build()
-            .backup(&ctx)
-            .map_err(|e| e.context(format!("source {name}")))?;
+        let (id, snap) = match cfg.build().backup(&ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("salvor: source {name}: {e}");
+                failed.push(name.as_str());
+                continue;
+            }
+        };
         if !g.quiet && !g.json {
             outln!("source {name} ({}):", cfg.kind())?;
         }
@@ -45,6 +52,18 @@ pub fn backup(
         if snap.partial {
             code = EXIT_PARTIAL;
         }
+    }
+    if !failed.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} of the sources failed: {}",
+                failed.len(),
+                failed.join(", ")
+            ),
+        )
+        .hint("see the errors above; the other sources were backed up")
+        .into());
     }
     Ok(code)
 }

@@ -41,7 +41,7 @@ fn default_stream() -> String {
 }
 
 fn sh(script: &str) -> Command {
-    let mut c = Command::new("sh");
+    let mut c = crate::source::process::command("sh");
     c.arg("-c").arg(script);
     c
 }

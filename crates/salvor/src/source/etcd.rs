@@ -393,7 +393,7 @@ impl EtcdConfig {
     }
 
     fn etcdctl(&self) -> Command {
-        let mut c = Command::new(&self.etcdctl);
+        let mut c = crate::source::process::command(&self.etcdctl);
         c.env("ETCDCTL_API", "3");
         c
     }
@@ -582,7 +582,7 @@ impl ScratchEtcd {
         cfg.restore_data_dir(&file, &data, "salvor-scratch", &peer_url)?;
         let log = std::fs::File::create(work.0.join("etcd.log"))
             .map_err(|e| Error::io("cannot create", &work.0, e))?;
-        let child = Command::new(&cfg.etcd)
+        let child = crate::source::process::command(&cfg.etcd)
             .args([
                 "--name",
                 "salvor-scratch",

@@ -49,7 +49,6 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
@@ -783,7 +782,7 @@ fn backup_mongodump(
     streams: &mut super::Streams,
 ) -> Result<bool> {
     let file = UriFile::new(&cfg.uri.resolve()?)?;
-    let mut cmd = Command::new("mongodump");
+    let mut cmd = crate::source::process::command("mongodump");
     cmd.arg(file.arg()).arg("--archive").arg("--quiet");
     for db in &cfg.databases {
         cmd.arg(format!("--nsInclude={db}.*"));
@@ -825,7 +824,7 @@ fn restore_mongodump(
         return Ok(report);
     }
     let file = UriFile::new(&cfg.uri.resolve()?)?;
-    let mut cmd = Command::new("mongorestore");
+    let mut cmd = crate::source::process::command("mongorestore");
     cmd.arg(file.arg()).arg("--archive").arg("--quiet");
     if ctx.yes {
         cmd.arg("--drop");

@@ -130,7 +130,7 @@ impl<'a> Conn<'a> {
 
     /// A tool with connection options; the password in its environment.
     fn tool(&self, program: PathBuf) -> Command {
-        let mut c = Command::new(program);
+        let mut c = crate::source::process::command(program);
         c.env_remove("MYSQL_PWD");
         if let Some(pw) = &self.password {
             c.env("MYSQL_PWD", pw);

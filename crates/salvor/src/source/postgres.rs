@@ -154,7 +154,7 @@ impl<'a> Conn<'a> {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),
         };
-        let mut c = Command::new(program);
+        let mut c = crate::source::process::command(program);
         c.env("PGDATABASE", db)
             .env("PGAPPNAME", "salvor")
             .env("PGCONNECT_TIMEOUT", "10")

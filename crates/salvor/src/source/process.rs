@@ -10,6 +10,20 @@ use std::thread::JoinHandle;
 
 use salvor_engine::{Error, ErrorKind, Result};
 
+/// salvor's own secrets, removed from every child's environment: a dump
+/// tool or a user's command has no business seeing the repository password.
+const OWN_SECRETS: [&str; 2] = ["SALVOR_PASSWORD", "SALVOR_NEW_PASSWORD"];
+
+/// A `Command` for `program` that does not inherit salvor's own secrets.
+/// Every child process salvor starts is built here.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    for v in OWN_SECRETS {
+        c.env_remove(v);
+    }
+    c
+}
+
 /// How much of a tool's stderr is kept for messages.
 const STDERR_TAIL: usize = 4096;
 

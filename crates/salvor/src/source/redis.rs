@@ -60,7 +60,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use salvor_engine::format::snapshot::Snapshot;
@@ -598,7 +598,7 @@ impl Scratch {
             return Err(e);
         }
         let sock = dir.join("redis.sock");
-        let mut cmd = Command::new(&cfg.redis_server);
+        let mut cmd = crate::source::process::command(&cfg.redis_server);
         cmd.args([
             "--port",
             "0",

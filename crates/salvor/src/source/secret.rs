@@ -53,7 +53,7 @@ impl Secret {
                 .map(|s| s.lines().next().unwrap_or("").to_string())
                 .map_err(|e| Error::io("cannot read secret file", file, e)),
             Self::Command { command } => {
-                let out = std::process::Command::new("sh")
+                let out = crate::source::process::command("sh")
                     .arg("-c")
                     .arg(command)
                     .output()
