@@ -79,6 +79,20 @@ command = "echo partial; echo 'cannot open map 42' >&2; exit 3"
         before,
         "a failed source backup must not record a snapshot"
     );
+    // With several sources, one failing does not stop the others.
+    let before = snapshot_count(&w);
+    let o = w
+        .salvor()
+        .args(["backup", "--source", "broken", "--source", "maps"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 of the sources failed: broken"));
+    assert_eq!(
+        snapshot_count(&w),
+        before + 1,
+        "maps must still be backed up"
+    );
     // A source without restore_command says what to add.
     let o = w
         .salvor()

@@ -29,6 +29,7 @@ pub fn backup(
     // One failing source must not cost the others their backup: go on, and
     // fail the command at the end.
     let mut failed = Vec::new();
+    let single = sources.len() == 1;
     for (name, cfg) in sources {
         let ctx = BackupContext {
             repo: &repo,
@@ -39,6 +40,7 @@ pub fn backup(
         };
         let (id, snap) = match cfg.build().backup(&ctx) {
             Ok(r) => r,
+            Err(e) if single => return Err(e.context(format!("source {name}")).into()),
             Err(e) => {
                 eprintln!("salvor: source {name}: {e}");
                 failed.push(name.as_str());
