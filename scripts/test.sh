@@ -23,4 +23,4 @@ set +a
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace 2>&1
+cargo test --workspace --no-fail-fast 2>&1

@@ -24,6 +24,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod pack;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 

@@ -103,6 +103,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Manage passwords (keys) of the repository.
     Key(key::KeyArgs),
+    /// Repair the repository (`repair index`: rebuild the index from the packs in storage).
+    Repair(check::RepairArgs),
     /// Remove stale locks left by killed processes.
     Unlock(check::UnlockArgs),
     /// Run the built-in demo: back up a sample tree into a local repository, check, restore, compare.
@@ -191,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => sources::inspect(g, &a),
         Command::Key(a) => key::run(g, &a),
         Command::Unlock(a) => check::unlock(g, &a),
+        Command::Repair(a) => check::repair(g, &a),
         Command::Demo(a) => demo::run(g, &a),
     }
 }

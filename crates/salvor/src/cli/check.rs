@@ -78,11 +78,51 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
         Ok(0)
     } else {
         eprintln!(
-            "salvor: the repository has {} errors; data in damaged or missing packs cannot be restored, and new backups still refer to it (no repair command yet): keep this repository, and back up into a new one until it is repaired",
+            "salvor: the repository has {} errors; if packs are missing, run `salvor repair index` and back up again, so their data is stored anew",
             r.errors.len()
         );
         Ok(1)
     }
+}
+
+/// Arguments of `salvor repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    what: RepairWhat,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum RepairWhat {
+    /// Rebuild the index from the packs in storage, so blobs of lost packs
+    /// are forgotten and the next backup stores them again.
+    Index,
+}
+
+/// Runs `salvor repair index`.
+pub fn repair(g: &GlobalOptions, a: &RepairArgs) -> anyhow::Result<i32> {
+    let RepairWhat::Index = a.what;
+    let repo = g.open()?;
+    let stats = salvor_engine::repair::repair_index(&repo)?;
+    if g.json {
+        output::json(&stats)?;
+        return Ok(0);
+    }
+    for s in &stats.packs_skipped {
+        eprintln!("warning: left out {s}");
+    }
+    if !g.quiet {
+        outln!(
+            "indexed {} packs ({} blobs): wrote {} index files, removed {}; {} packs left out",
+            stats.packs_indexed,
+            stats.blobs,
+            stats.index_files_written,
+            stats.index_files_removed,
+            stats.packs_skipped.len()
+        )?;
+        outln!("run `salvor backup` again: data that was in lost packs will be stored anew")?;
+    }
+    Ok(0)
 }
 
 /// Arguments of `salvor unlock`.
