@@ -9,7 +9,7 @@
 //! - [`crypto`], [`chunker`], [`format`]: keys and AEAD, FastCDC, every persisted structure.
 //! - [`pack`], [`index`]: frames and packs on the write side; where each blob is.
 //! - [`repo`]: an opened repository (keys, documents, snapshots, locks, blob reading).
-//! - [`backup`], [`restore`], [`check`], [`browse`]: the pipelines.
+//! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines.
 //!
 //! `docs/FORMAT.md` in the project specifies every byte this crate writes.
 
