@@ -92,6 +92,8 @@ pub(crate) struct Session {
     pub progress: Arc<BackupProgress>,
     pub bytes_read: AtomicU64,
     pub warnings: Mutex<Vec<String>>,
+    /// Set when storage failed: stop reading, the commit reports the error.
+    pub failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Session {
@@ -107,6 +109,11 @@ impl Session {
             p.add(kind, id, data);
         }
         id
+    }
+
+    /// True once storage has failed (full disk, lost credentials, ...).
+    pub fn aborted(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     pub fn warn(&self, w: String) {
@@ -125,6 +132,11 @@ impl Session {
         let mut ids = Vec::new();
         let mut size = 0u64;
         while let Some(chunk) = cr.next_chunk()? {
+            if self.aborted() {
+                return Err(std::io::Error::other(
+                    "stopped: writing to the repository failed",
+                ));
+            }
             size += chunk.len() as u64;
             self.progress
                 .bytes
@@ -160,6 +172,7 @@ impl Run {
             progress,
             bytes_read: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
+            failed: uploader.failed_flag(),
         });
         Self {
             session,

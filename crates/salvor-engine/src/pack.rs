@@ -60,6 +60,9 @@ struct UploadShared {
     pending: Mutex<Vec<IndexPack>>,
     written: Mutex<Vec<IndexId>>,
     error: Mutex<Option<Error>>,
+    /// Set on the first storage failure: later packs are dropped, not
+    /// written, and the whole pipeline stops early (the backup fails at commit).
+    failed: Arc<std::sync::atomic::AtomicBool>,
     stored: std::sync::atomic::AtomicU64,
 }
 
@@ -90,6 +93,7 @@ impl Uploader {
             written: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             stored: Default::default(),
+            failed: Arc::default(),
         });
         let threads = (0..threads.max(1))
             .map(|_| {
@@ -99,6 +103,9 @@ impl Uploader {
                     .name("salvor-upload".into())
                     .spawn(move || {
                         for p in rx {
+                            if shared.failed.load(std::sync::atomic::Ordering::Relaxed) {
+                                continue;
+                            }
                             let len = p.data.len() as u64;
                             let res = shared.repo.backend().write_owned(
                                 crate::backend::FileType::Pack,
@@ -113,6 +120,9 @@ impl Uploader {
                                 shared.flush_index(false)
                             });
                             if let Err(e) = res {
+                                shared
+                                    .failed
+                                    .store(true, std::sync::atomic::Ordering::Relaxed);
                                 shared.error.lock().unwrap().get_or_insert(e);
                             }
                         }
@@ -125,6 +135,12 @@ impl Uploader {
             threads,
             shared,
         }
+    }
+
+    /// True once writing to storage has failed; the caller should stop
+    /// feeding data, the commit will return the error.
+    pub fn failed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.shared.failed.clone()
     }
 
     fn sender(&self) -> Sender<FinishedPack> {
@@ -194,6 +210,8 @@ pub struct Packer {
     state: Mutex<PackerState>,
     /// Taken (closed) by [`Packer::finish`], so the uploader sees the end.
     upload: Mutex<Option<Sender<FinishedPack>>>,
+    /// The uploader's failure flag: once set, new blobs are not packed.
+    failed: Arc<std::sync::atomic::AtomicBool>,
     tokens: (Sender<()>, Receiver<()>),
     error: Mutex<Option<Error>>,
     stats: Mutex<PackStats>,
@@ -245,6 +263,7 @@ impl Packer {
                 pack: None,
             }),
             upload: Mutex::new(Some(uploader.sender())),
+            failed: uploader.failed_flag(),
             tokens,
             error: Mutex::new(None),
             stats: Mutex::new(PackStats::default()),
@@ -253,6 +272,9 @@ impl Packer {
 
     /// Adds a blob the caller has checked is not yet stored.
     pub fn add(self: &Arc<Self>, kind: BlobKind, id: BlobId, data: &[u8]) {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let full = {
             let mut st = self.state.lock().unwrap();
             let mut taken = None;

@@ -568,3 +568,34 @@ fn full_disk_mid_backup_and_bit_flips_are_errors() {
     restore_into(&repo, &sa, &t).unwrap();
     assert!(scan(&a).0 == scan(&restored_root(&t, &a)).0);
 }
+
+#[test]
+fn a_storage_failure_stops_the_backup_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let files: Vec<(String, usize, u64)> = (0..60)
+        .map(|i| (format!("f{i:02}.bin"), 512 * 1024, 100 + i))
+        .collect();
+    let specs: Vec<(&str, usize, u64)> =
+        files.iter().map(|(n, l, s)| (n.as_str(), *l, *s)).collect();
+    write_tree(&src, &specs);
+    let total: u64 = files.iter().map(|f| f.1 as u64).sum();
+    let fault = Arc::new(FaultyBackend::new(local(&dir.path().join("repo"))));
+    let repo = Repository::init(Box::new(fault.clone()), PASSWORD, &small_packs()).unwrap();
+    // The lock and a few packs succeed, then the disk is "full".
+    fault.fail_writes_after(4);
+    let progress = Arc::new(salvor_engine::backup::BackupProgress::default());
+    let opts = BackupOptions {
+        paths: vec![src],
+        ..Default::default()
+    };
+    let err = backup_paths(&repo, &opts, progress.clone()).unwrap_err();
+    fault.fail_writes_after(-1);
+    assert!(err.is_no_space(), "{err}");
+    let read = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        read < total / 2,
+        "kept reading {read} of {total} bytes after the disk filled up"
+    );
+    assert!(repo.snapshots().unwrap().is_empty());
+}

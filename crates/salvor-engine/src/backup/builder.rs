@@ -83,7 +83,10 @@ pub(super) fn build(
                     };
                     session.progress.files.fetch_add(1, Ordering::Relaxed);
                     if let Some(e) = res.error {
-                        session.warn(e);
+                        // After a storage failure every later file fails too: one error is enough.
+                        if !session.aborted() {
+                            session.warn(e);
+                        }
                         continue;
                     }
                     if let Some(w) = res.warning {

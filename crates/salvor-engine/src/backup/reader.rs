@@ -12,6 +12,16 @@ use crate::chunker::Chunker;
 pub(super) fn run(session: &Session, chunker: &Chunker, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     for job in jobs {
+        if session.aborted() {
+            // Storage failed: drain the queue without reading.
+            let _ = job.reply.send(FileResult {
+                content: Vec::new(),
+                size: 0,
+                error: Some("stopped".into()),
+                warning: None,
+            });
+            continue;
+        }
         let res = read_file(session, chunker, &job, &mut buf);
         let _ = job.reply.send(res);
     }

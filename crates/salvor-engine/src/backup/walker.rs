@@ -226,6 +226,9 @@ impl Walker<'_> {
                 }
                 names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
                 for n in names {
+                    if self.session.aborted() {
+                        break;
+                    }
                     let pn = sub.as_ref().and_then(|t| t.find(n.as_bytes()));
                     self.walk_entry(&path.join(&n), &n, pn);
                 }
