@@ -642,15 +642,22 @@ impl MysqlConfig {
     }
 }
 
+impl MysqlConfig {
+    /// The configured databases, or every database the server lists.
+    fn selected_databases(&self, conn: &Conn) -> Result<Vec<String>> {
+        if self.databases.is_empty() {
+            conn.list_databases()
+        } else {
+            Ok(self.databases.clone())
+        }
+    }
+}
+
 impl Source for &MysqlConfig {
     fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
         let conn = Conn::new(self)?;
         let version = conn.version()?;
-        let dbs = if self.databases.is_empty() {
-            conn.list_databases()?
-        } else {
-            self.databases.clone()
-        };
+        let dbs = self.selected_databases(&conn)?;
         let tool = conn.dump_tool();
         let mut streams = ctx.streams()?;
         let mut databases = serde_json::Map::new();
@@ -681,11 +688,7 @@ impl Source for &MysqlConfig {
     fn inspect(&self) -> Result<Value> {
         let conn = Conn::new(self)?;
         let version = conn.version()?;
-        let dbs = if self.databases.is_empty() {
-            conn.list_databases()?
-        } else {
-            self.databases.clone()
-        };
+        let dbs = self.selected_databases(&conn)?;
         let mut databases = serde_json::Map::new();
         for db in &dbs {
             databases.insert(db.clone(), json!({ "tables": conn.counts(db)? }));

@@ -248,13 +248,7 @@ impl Session {
     fn open(conn: &Conn, db: &str) -> Result<Self> {
         let what = format!("psql session on database {db}");
         let mut cmd = conn.psql(db);
-        let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| process::spawn_error(&what, &program, e))?;
+        let mut child = process::spawn_piped(&mut cmd, &what, Stdio::piped())?;
         let (stderr, _) = process::capture_stderr(&mut child);
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
@@ -1043,15 +1037,22 @@ fn verify_counts(db: &str, expected: &Counts, restored: &Counts) -> Result<()> {
     Ok(())
 }
 
+impl PostgresConfig {
+    /// The configured databases, or every database the server lists.
+    fn selected_databases(&self, conn: &Conn) -> Result<Vec<String>> {
+        if self.databases.is_empty() {
+            conn.list_databases()
+        } else {
+            Ok(self.databases.clone())
+        }
+    }
+}
+
 impl Source for &PostgresConfig {
     fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
         let conn = Conn::new(self)?;
         let version = conn.version()?;
-        let dbs = if self.databases.is_empty() {
-            conn.list_databases()?
-        } else {
-            self.databases.clone()
-        };
+        let dbs = self.selected_databases(&conn)?;
         let mut streams = ctx.streams()?;
         let mut databases = serde_json::Map::new();
         for db in &dbs {
@@ -1093,11 +1094,7 @@ impl Source for &PostgresConfig {
     fn inspect(&self) -> Result<Value> {
         let conn = Conn::new(self)?;
         let version = conn.version()?;
-        let dbs = if self.databases.is_empty() {
-            conn.list_databases()?
-        } else {
-            self.databases.clone()
-        };
+        let dbs = self.selected_databases(&conn)?;
         let mut databases = serde_json::Map::new();
         for db in &dbs {
             databases.insert(db.clone(), json!({ "tables": conn.counts(db)? }));

@@ -79,18 +79,26 @@ pub struct ChildReader {
     finished: bool,
 }
 
+/// Starts `cmd` with stdout and stderr piped and the given stdin; a missing
+/// program gets the "is not installed" error.
+///
+/// # Errors
+/// The program is missing or cannot start.
+pub(super) fn spawn_piped(cmd: &mut Command, what: &str, stdin: Stdio) -> Result<Child> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(what, &program, e))
+}
+
 /// Starts `cmd` with stdout piped for reading.
 ///
 /// # Errors
 /// The program is missing or cannot start.
 pub fn spawn_reader(mut cmd: Command, what: &str) -> Result<ChildReader> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_error(what, &program, e))?;
+    let mut child = spawn_piped(&mut cmd, what, Stdio::null())?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (stderr, stderr_thread) = capture_stderr(&mut child);
     Ok(ChildReader {
@@ -154,12 +162,7 @@ pub fn run_with_input(
     feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Vec<u8>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_error(what, &program, e))?;
+    let mut child = spawn_piped(&mut cmd, what, Stdio::piped())?;
     let (stderr, stderr_thread) = capture_stderr(&mut child);
     let mut stdout = child.stdout.take().expect("piped stdout");
     let out_thread = std::thread::spawn(move || {
