@@ -213,6 +213,10 @@ pub struct Packer {
     /// The uploader's failure flag: once set, new blobs are not packed.
     failed: Arc<std::sync::atomic::AtomicBool>,
     tokens: (Sender<()>, Receiver<()>),
+    /// Frame buffers handed back after compression. Reusing them keeps a
+    /// backup from faulting in (and the kernel from zeroing) a fresh 1 MiB
+    /// buffer per frame, which cost ~10% of a stream backup's CPU.
+    spare_frames: Mutex<Vec<Vec<u8>>>,
     error: Mutex<Option<Error>>,
     stats: Mutex<PackStats>,
 }
@@ -265,6 +269,7 @@ impl Packer {
             upload: Mutex::new(Some(uploader.sender())),
             failed: uploader.failed_flag(),
             tokens,
+            spare_frames: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             stats: Mutex::new(PackStats::default()),
         })
@@ -279,7 +284,7 @@ impl Packer {
             let mut st = self.state.lock().unwrap();
             let mut taken = None;
             if !st.frame.is_empty() && st.frame.len() + data.len() > self.frame_target {
-                taken = Some(Self::take_frame(&mut st));
+                taken = Some(self.take_frame(&mut st));
             }
             let offset = st.frame.len() as u32;
             st.frame.extend_from_slice(data);
@@ -301,8 +306,12 @@ impl Packer {
         }
     }
 
-    fn take_frame(st: &mut PackerState) -> (Vec<u8>, Vec<BlobEntry>) {
-        (std::mem::take(&mut st.frame), std::mem::take(&mut st.blobs))
+    fn take_frame(&self, st: &mut PackerState) -> (Vec<u8>, Vec<BlobEntry>) {
+        let spare = self.spare_frames.lock().unwrap().pop().unwrap_or_default();
+        (
+            std::mem::replace(&mut st.frame, spare),
+            std::mem::take(&mut st.blobs),
+        )
     }
 
     fn spawn_frame(self: &Arc<Self>, frame: Vec<u8>, blobs: Vec<BlobEntry>) {
@@ -315,7 +324,9 @@ impl Packer {
         rayon::spawn(move || {
             let (payload, compression) = compress(&frame, me.level);
             let raw_length = frame.len() as u32;
-            drop(frame);
+            let mut frame = frame;
+            frame.clear();
+            me.spare_frames.lock().unwrap().push(frame);
             if let Err(e) = me.place(CompressedFrame {
                 payload,
                 raw_length,
@@ -404,7 +415,7 @@ impl Packer {
     pub fn finish(self: &Arc<Self>) -> Result<PackStats> {
         let last = {
             let mut st = self.state.lock().unwrap();
-            (!st.frame.is_empty()).then(|| Self::take_frame(&mut st))
+            (!st.frame.is_empty()).then(|| self.take_frame(&mut st))
         };
         if let Some((frame, blobs)) = last {
             self.spawn_frame(frame, blobs);

@@ -14,6 +14,7 @@ pub mod command;
 pub mod etcd;
 pub mod files;
 pub mod http;
+mod lines;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;

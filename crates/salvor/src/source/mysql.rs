@@ -42,7 +42,7 @@ use salvor_engine::{Error, ErrorKind, Result};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::postgres::{LineSink, LineWriter, ScanReader};
+use super::lines::{LineSink, LineWriter, ScanReader};
 use super::secret::{self, Secret};
 use super::{BackupContext, RestoreContext, RestoreReport, Source, Streams, process};
 
