@@ -25,7 +25,7 @@
 //!   `count(*)` in the same snapshot, concurrently with the dump, and fails the
 //!   backup on any difference.
 //! - **Tools** are looked up on PATH, past Debian's `pg_wrapper` (see
-//!   [`client_program`]); the version query and `pg_dumpall` run beside the
+//!   `client_program`); the version query and `pg_dumpall` run beside the
 //!   database dumps, so a backup costs little more than its `pg_dump`s.
 //! - **Credentials** reach the tools as `PGPASSWORD` (never argv); every tool
 //!   runs with `-w`, so a missing password fails instead of prompting. The
