@@ -221,6 +221,24 @@ pub struct Packer {
     stats: Mutex<PackStats>,
 }
 
+/// The threads that compress and encrypt frames. They run at a lower
+/// priority than the rest of the process and than a dump tool it reads: a
+/// source backup is limited by its dump tool (and the server behind it), and
+/// frames can wait in the bounded queue while the tool gets a core first.
+fn compress_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("salvor-pack-{i}"))
+            .start_handler(|_| {
+                // Best effort: on Linux, PRIO_PROCESS with pid 0 is this thread.
+                let _ = rustix::process::setpriority_process(None, 5);
+            })
+            .build()
+            .expect("compression thread pool")
+    })
+}
+
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
@@ -251,7 +269,7 @@ impl Packer {
     /// A packer feeding `uploader`, compressing frames at zstd `level`.
     pub fn new(repo: &Repository, uploader: &Uploader, level: i32) -> Arc<Self> {
         let cfg = repo.config();
-        let in_flight = rayon::current_num_threads() + 1;
+        let in_flight = 2 * compress_pool().current_num_threads() + 2;
         let tokens = bounded(in_flight);
         for _ in 0..in_flight {
             tokens.0.send(()).expect("fresh channel");
@@ -321,7 +339,7 @@ impl Packer {
             .recv()
             .expect("token channel lives as long as the packer");
         let me = self.clone();
-        rayon::spawn(move || {
+        compress_pool().spawn(move || {
             let (payload, compression) = compress(&frame, me.level);
             let raw_length = frame.len() as u32;
             let mut frame = frame;
