@@ -215,6 +215,16 @@ impl GlobalOptions {
         Repository::open(backend, pw.as_bytes())
     }
 
+    /// [`GlobalOptions::open`] with the password read now and the key
+    /// derived on another thread, for work that can start meanwhile.
+    fn open_in_background(&self) -> salvor_engine::Result<crate::source::PendingRepo> {
+        let backend = salvor_engine::backend::open_url(self.location()?)?;
+        let pw = password::get(self, false)?;
+        Ok(crate::source::PendingRepo::opening(move || {
+            Repository::open(backend, pw.as_bytes())
+        }))
+    }
+
     fn load_config(&self) -> salvor_engine::Result<crate::config::Config> {
         let path = self.config.as_deref().ok_or_else(|| {
             Error::invalid("no configuration file given")

@@ -110,8 +110,8 @@ pub trait Source {
 
 /// Everything a backup needs.
 pub struct BackupContext<'a> {
-    /// The repository.
-    pub repo: &'a Repository,
+    /// The repository, perhaps still opening.
+    pub repo: &'a PendingRepo,
     /// The source's name: snapshot streams live under `NAME/`, its manifest under `NAME`.
     pub name: &'a str,
     /// Extra tags.
@@ -123,10 +123,12 @@ pub struct BackupContext<'a> {
 }
 
 impl BackupContext<'_> {
-    /// Starts a snapshot of named streams for this source.
+    /// A snapshot of named streams for this source. It begins (takes its
+    /// lock, loads the index) with the first stream added, so a source can
+    /// start its dump tool first and the repository opens meanwhile.
     ///
     /// # Errors
-    /// Repository lock or index failures.
+    /// None yet; kept fallible for sources that check more up front.
     pub fn streams(&self) -> Result<Streams> {
         let mut tags = self.tags.clone();
         tags.push(format!("source:{}", self.name));
@@ -137,26 +139,100 @@ impl BackupContext<'_> {
             job: None,
         };
         Ok(Streams {
-            inner: StreamBackup::begin(self.repo, &opts, self.progress.clone())?,
+            inner: None,
+            start: Some((self.repo.clone(), opts, self.progress.clone())),
             name: self.name.to_string(),
         })
     }
 }
 
+/// A repository that opens in the background while a source starts.
+///
+/// Opening means deriving the key (Argon2id, ~60 ms by design) and reading
+/// the index; a dump tool spends about as long connecting and reading its
+/// catalog before the first byte. Doing both at once takes that time off
+/// every source backup.
+#[derive(Clone)]
+pub struct PendingRepo {
+    state: Arc<std::sync::Mutex<RepoState>>,
+}
+
+enum RepoState {
+    Opening(std::thread::JoinHandle<Result<Repository>>),
+    Open(Repository),
+    /// Kind, message and hint of the failure, to hand out again.
+    Failed(ErrorKind, String, Option<String>),
+}
+
+impl PendingRepo {
+    /// Starts opening a repository with `open` on another thread.
+    pub fn opening(open: impl FnOnce() -> Result<Repository> + Send + 'static) -> Self {
+        let handle = std::thread::Builder::new()
+            .name("salvor-open".into())
+            .spawn(open)
+            .expect("spawn repository opening thread");
+        Self {
+            state: Arc::new(std::sync::Mutex::new(RepoState::Opening(handle))),
+        }
+    }
+
+    /// The open repository (a cheap handle), waiting for it if needed.
+    ///
+    /// # Errors
+    /// Why it failed to open (kind, message and hint, every time asked).
+    pub fn get(&self) -> Result<Repository> {
+        let mut state = self.state.lock().unwrap();
+        let placeholder = RepoState::Failed(ErrorKind::Io, String::new(), None);
+        let done = match std::mem::replace(&mut *state, placeholder) {
+            RepoState::Opening(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::Io, "opening the repository panicked"))
+            }),
+            RepoState::Open(repo) => Ok(repo),
+            RepoState::Failed(kind, msg, hint) => {
+                let e = Error::new(kind, msg);
+                Err(match hint {
+                    Some(h) => e.hint(h),
+                    None => e,
+                })
+            }
+        };
+        match done {
+            Ok(repo) => {
+                *state = RepoState::Open(repo.clone());
+                Ok(repo)
+            }
+            Err(e) => {
+                let hint = e.hint_text().map(str::to_string);
+                *state = RepoState::Failed(e.kind(), e.to_string(), hint);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A snapshot being filled with one source's streams.
 pub struct Streams {
-    inner: StreamBackup,
+    inner: Option<StreamBackup>,
+    /// What `inner` begins with, until it has.
+    start: Option<(PendingRepo, StreamOptions, Arc<BackupProgress>)>,
     name: String,
 }
 
 impl Streams {
+    fn begun(&mut self) -> Result<&mut StreamBackup> {
+        if let Some((repo, opts, progress)) = self.start.take() {
+            self.inner = Some(StreamBackup::begin(&repo.get()?, &opts, progress)?);
+        }
+        Ok(self.inner.as_mut().expect("begun above"))
+    }
+
     /// Stores a stream at `NAME/rel`; returns its size.
     ///
     /// # Errors
     /// Read errors, including a dump tool's failure at the end of its output.
     pub fn add(&mut self, rel: &str, reader: impl std::io::Read) -> Result<u64> {
-        self.inner
-            .add_stream(&format!("{}/{rel}", self.name), reader)
+        let path = format!("{}/{rel}", self.name);
+        self.begun()?.add_stream(&path, reader)
     }
 
     /// Records the manifest and makes the snapshot durable.
@@ -164,8 +240,10 @@ impl Streams {
     /// # Errors
     /// Backend failures.
     pub fn commit(mut self, manifest: serde_json::Value) -> Result<(SnapshotId, Snapshot)> {
-        self.inner.add_manifest(&self.name, manifest);
-        self.inner.commit()
+        self.begun()?;
+        let mut inner = self.inner.take().expect("begun above");
+        inner.add_manifest(&self.name, manifest);
+        inner.commit()
     }
 }
 

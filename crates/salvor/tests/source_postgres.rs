@@ -20,6 +20,11 @@ fn unique(tag: &str) -> String {
 
 /// Runs SQL as the test role in `db`; returns trimmed unaligned output.
 fn psql(db: &str, sql: &str) -> String {
+    psql_as("SALVOR_TEST_PG_USER", "SALVOR_TEST_PG_PASSWORD", db, sql)
+}
+
+/// Runs SQL as the role and password named by two environment variables.
+fn psql_as(user_var: &str, password_var: &str, db: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -34,8 +39,8 @@ fn psql(db: &str, sql: &str) -> String {
         ])
         .env("PGHOST", common::var("SALVOR_TEST_PG_HOST"))
         .env("PGPORT", common::var("SALVOR_TEST_PG_PORT"))
-        .env("PGUSER", common::var("SALVOR_TEST_PG_USER"))
-        .env("PGPASSWORD", common::var("SALVOR_TEST_PG_PASSWORD"))
+        .env("PGUSER", common::var(user_var))
+        .env("PGPASSWORD", common::var(password_var))
         .env("PGDATABASE", db)
         .output()
         .unwrap();
@@ -277,10 +282,11 @@ fn backup_restore_selective_overwrite_and_dedup() {
     ]);
     assert_eq!(dry["dry_run"], true);
     assert!(
-        dry["report"]["actions"][0]
-            .as_str()
+        dry["report"]["actions"]
+            .as_array()
             .unwrap()
-            .contains("drop and recreate"),
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("drop and recreate")),
         "{dry}"
     );
     assert_eq!(psql(&copy, "SELECT count(*) FROM notes"), "0");
@@ -406,4 +412,85 @@ fn failures_fail_the_backup_and_record_no_snapshot() {
     // The same workspace still backs up fine.
     w.json(&["backup", "--source", "pg"]);
     assert_eq!(snapshot_count(&w), 1);
+}
+
+#[test]
+fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
+    if !common::services("postgres globals_restore_recreates_missing_roles_and_keeps_existing_ones")
+    {
+        return;
+    }
+    let su = |sql: &str| {
+        psql_as(
+            "SALVOR_TEST_PG_SUPERUSER",
+            "SALVOR_TEST_PG_SUPERUSER_PASSWORD",
+            "postgres",
+            sql,
+        )
+    };
+    let role = unique("role");
+    let role_exists = || {
+        su(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+        ))
+    };
+    let db = unique("gl");
+    let _cleanup = Dbs(vec![db.clone()]);
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    su(&format!(
+        "CREATE ROLE \"{role}\" NOLOGIN CONNECTION LIMIT 3"
+    ));
+    let config = format!(
+        "[source.pg_su]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password = {{ env = \"SALVOR_TEST_PG_SUPERUSER_PASSWORD\" }}\ndatabases = [\"{db}\"]\n",
+        common::var("SALVOR_TEST_PG_HOST"),
+        common::var("SALVOR_TEST_PG_PORT"),
+        common::var("SALVOR_TEST_PG_SUPERUSER"),
+    );
+    let w = common::Workspace::new(&config);
+    let snap = w.json(&["backup", "--source", "pg_su"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    su(&format!("DROP ROLE \"{role}\""));
+    assert_eq!(role_exists(), "0");
+
+    // A full restore leaves roles alone unless asked (the database is new).
+    let full = w.json(&[
+        "restore",
+        &snap,
+        "--source",
+        "pg_su",
+        "--into",
+        &format!("{db}_copy"),
+    ]);
+    let _copy = Dbs(vec![format!("{db}_copy")]);
+    assert!(full.to_string().contains("leave globals.sql"), "{full}");
+    assert_eq!(role_exists(), "0");
+
+    let dry = w.json(&[
+        "restore",
+        &snap,
+        "--source",
+        "pg_su",
+        "--only",
+        "globals",
+        "--dry-run",
+    ]);
+    assert!(dry.to_string().contains("apply globals.sql"), "{dry}");
+    assert_eq!(role_exists(), "0");
+
+    let done = w.json(&[
+        "restore", &snap, "--source", "pg_su", "--only", "globals", "--yes",
+    ]);
+    assert_eq!(role_exists(), "1", "{done}");
+    assert_eq!(
+        su(&format!(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = '{role}'"
+        )),
+        "3"
+    );
+    // The roles that were there (the superuser, the test role) were kept.
+    assert!(done.to_string().contains("already existed"), "{done}");
+    su(&format!("DROP ROLE \"{role}\""));
 }

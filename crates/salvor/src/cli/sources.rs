@@ -24,7 +24,7 @@ pub fn backup(
         .iter()
         .map(|n| config.source(n).map(|s| (n, s)))
         .collect::<Result<_, _>>()?;
-    let repo = g.open()?;
+    let repo = g.open_in_background()?;
     let mut code = 0;
     // One failing source must not cost the others their backup: go on, and
     // fail the command at the end.
@@ -40,8 +40,13 @@ pub fn backup(
         };
         let (id, snap) = match cfg.build().backup(&ctx) {
             Ok(r) => r,
-            Err(e) if single => return Err(e.context(format!("source {name}")).into()),
             Err(e) => {
+                // A repository that cannot open (wrong password, ...) is the
+                // cause to report, whatever the source ran into meanwhile.
+                repo.get()?;
+                if single {
+                    return Err(e.context(format!("source {name}")).into());
+                }
                 eprintln!("salvor: source {name}: {e}");
                 failed.push(name.as_str());
                 continue;

@@ -50,7 +50,7 @@ impl Source for &FilesConfig {
             )),
             ..Default::default()
         };
-        backup::backup_paths(ctx.repo, &opts, ctx.progress.clone())
+        backup::backup_paths(&ctx.repo.get()?, &opts, ctx.progress.clone())
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {

@@ -100,6 +100,10 @@ pub struct PostgresConfig {
     /// default the backup waits like `pg_dump` does.
     #[serde(default)]
     pub lock_wait_timeout: Option<String>,
+    /// Apply `globals.sql` (roles, tablespaces) in a full restore too, not
+    /// only when asked for with `--only globals`.
+    #[serde(default)]
+    pub restore_globals: bool,
     /// Extra arguments for `pg_dump` (e.g. `["--exclude-table-data=logs"]`).
     #[serde(default)]
     pub dump_args: Vec<String>,
@@ -116,6 +120,9 @@ fn default_maintenance() -> String {
 fn yes() -> bool {
     true
 }
+
+/// The `--only` name of the roles and tablespaces stream.
+const GLOBALS: &str = "globals";
 
 /// Rows per `schema.table`.
 type Counts = BTreeMap<String, u64>;
@@ -511,6 +518,9 @@ fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<D
     };
     for item in only {
         let mut found = false;
+        if item == GLOBALS && manifest["globals"].is_string() {
+            continue;
+        }
         if dbs.contains_key(item) {
             add(item, None);
             found = true;
@@ -528,7 +538,7 @@ fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<D
         }
         if !found {
             return Err(Error::invalid(format!(
-                "the snapshot holds no database or table named {item}"
+                "the snapshot holds no database, table or {GLOBALS} named {item}"
             ))
             .hint(
                 "name a database, a table, or schema.table as listed in the snapshot's manifest",
@@ -632,6 +642,54 @@ impl PostgresConfig {
             }
             Prepare::DropTables(_) | Prepare::Nothing => Ok(()),
         }
+    }
+
+    /// Applies `globals.sql` statement by statement: roles that already
+    /// exist fail alone ("already exists") and are reported, the rest apply.
+    fn restore_globals(
+        &self,
+        conn: &Conn,
+        ctx: &RestoreContext,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let db = &self.maintenance_database;
+        report.actions.push(format!(
+            "apply globals.sql (roles, tablespaces) through database {db}"
+        ));
+        if ctx.dry_run {
+            return Ok(());
+        }
+        let mut cmd = conn.tool("psql", db);
+        cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0"]);
+        let (_, errors) = process::run_with_input_keeping_stderr(
+            cmd,
+            "psql applying globals.sql",
+            &mut |w| ctx.copy_stream("globals.sql", w).map(drop),
+            16 << 20,
+        )?;
+        let failed: Vec<&str> = errors.lines().filter(|l| l.contains("ERROR:")).collect();
+        let existing = failed
+            .iter()
+            .filter(|l| l.contains("already exists"))
+            .count();
+        report.actions.push(format!(
+            "globals.sql: {existing} role(s) or tablespace(s) already existed and were kept"
+        ));
+        if existing < failed.len() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} statement(s) of globals.sql failed; first: {}",
+                    failed.len() - existing,
+                    failed
+                        .iter()
+                        .find(|l| !l.contains("already exists"))
+                        .unwrap_or(&"")
+                ),
+            )
+            .hint("restoring roles needs a superuser (or CREATEROLE); see the statement above"));
+        }
+        Ok(())
     }
 
     fn restore_db(
@@ -800,14 +858,19 @@ impl Source for &PostgresConfig {
         let plans = plan(ctx.manifest(), ctx.only, ctx.rename)?;
         let conn = Conn::new(self)?;
         let mut report = RestoreReport::default();
-        for p in &plans {
-            self.restore_db(&conn, ctx, p, &mut report)?;
-        }
-        if ctx.manifest()["globals"].is_string() {
+        let has_globals = ctx.manifest()["globals"].is_string();
+        let asked = ctx.only.iter().any(|i| i == GLOBALS);
+        // Roles first: the databases' objects name them as owners.
+        if has_globals && (asked || (ctx.only.is_empty() && self.restore_globals)) {
+            self.restore_globals(&conn, ctx, &mut report)?;
+        } else if has_globals {
             report.actions.push(
-                "leave globals.sql (roles, tablespaces) unapplied: extract it with `salvor dump` and review it"
+                "leave globals.sql (roles, tablespaces) unapplied: restore it with --only globals"
                     .into(),
             );
+        }
+        for p in &plans {
+            self.restore_db(&conn, ctx, p, &mut report)?;
         }
         Ok(report)
     }

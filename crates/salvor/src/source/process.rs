@@ -42,6 +42,14 @@ pub(super) fn spawn_error(what: &str, program: &str, e: io::Error) -> Error {
 
 /// Collects the tail of a child's stderr on a thread (for error messages).
 pub(super) fn capture_stderr(child: &mut Child) -> (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>) {
+    capture_stderr_up_to(child, STDERR_TAIL)
+}
+
+/// [`capture_stderr`] keeping the last `keep` bytes.
+fn capture_stderr_up_to(
+    child: &mut Child,
+    keep: usize,
+) -> (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let handle = child.stderr.take().map(|mut err| {
         let buf = buf.clone();
@@ -53,8 +61,8 @@ pub(super) fn capture_stderr(child: &mut Child) -> (Arc<Mutex<Vec<u8>>>, Option<
                 }
                 let mut b = buf.lock().unwrap();
                 b.extend_from_slice(&chunk[..n]);
-                if b.len() > 2 * STDERR_TAIL {
-                    let cut = b.len() - STDERR_TAIL;
+                if b.len() > 2 * keep {
+                    let cut = b.len() - keep;
                     b.drain(..cut);
                 }
             }
@@ -182,13 +190,27 @@ impl Drop for ChildReader {
 /// The program is missing, `feed` fails, or the command exits non-zero
 /// (its stderr tail is in the message).
 pub fn run_with_input(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Vec<u8>> {
+    run_with_input_keeping_stderr(cmd, what, feed, STDERR_TAIL).map(|(out, _)| out)
+}
+
+/// [`run_with_input`] that also returns the last `keep` bytes of stderr,
+/// for tools that report per-statement errors and still exit 0.
+///
+/// # Errors
+/// As [`run_with_input`].
+pub fn run_with_input_keeping_stderr(
+    mut cmd: Command,
+    what: &str,
+    feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    keep: usize,
+) -> Result<(Vec<u8>, String)> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = spawn_piped(&mut cmd, what, Stdio::piped())?;
-    let (stderr, stderr_thread) = capture_stderr(&mut child);
+    let (stderr, stderr_thread) = capture_stderr_up_to(&mut child, keep);
     let mut stdout = child.stdout.take().expect("piped stdout");
     let out_thread = std::thread::spawn(move || {
         let mut v = Vec::new();
@@ -217,7 +239,8 @@ pub fn run_with_input(
         ));
     }
     fed?;
-    Ok(out)
+    let err = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+    Ok((out, err))
 }
 
 /// Runs a short command and returns its stdout as text.
