@@ -37,8 +37,9 @@
 //!   confirmation (`--yes`). `--only` restores chosen tables by filtering the
 //!   SQL stream by its `-- Name: ...; Type: ...` entry headers: a first pass
 //!   finds the sequences the tables own, a second pass loads the selection.
-//!   `globals.sql` is never applied automatically (roles usually exist on the
-//!   target); extract it with `salvor dump` and review it.
+//!   `globals.sql` (roles, tablespaces) is applied only with `--only globals`
+//!   or `restore_globals = true`, since roles usually exist on the target; it
+//!   runs statement by statement, keeping the roles that already exist.
 //! - **Counts** are per table (`schema.table`). `inspect` and the check after
 //!   a restore read them live with `count(*)` through `query_to_xml`, so one
 //!   statement counts every table; a restore fails if they differ from the
