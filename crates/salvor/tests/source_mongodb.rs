@@ -3,7 +3,10 @@
 //! speaking the MongoDB wire protocol (SQLite-backed). It is a stand-in, not
 //! MongoDB**: these tests show that salvor's driver-based dump and restore
 //! work over the wire protocol, not that every MongoDB server behaves alike.
-//! The `mongodump` method cannot be tested here (no MongoDB tools).
+//! No MongoDB tools can be installed here either: the `mongodump` method is
+//! tested against **stand-in `mongodump`/`mongorestore` scripts** that record
+//! their arguments and pass an archive through, which checks salvor's side of
+//! that contract (arguments, credentials, streaming, failures) only.
 //!
 //! Skipped with a message unless `SALVOR_TEST_SERVICES=1` (see tests/common).
 
@@ -348,4 +351,131 @@ fn server_down_fails_without_snapshot_or_uri() {
     );
     let snaps: Value = w.json(&["snapshots"]);
     assert_eq!(snaps, json!([]), "a failed backup writes no snapshot");
+}
+
+/// Writes stand-in `mongodump` and `mongorestore` scripts into `dir`. They
+/// log their arguments and `--config` file into `$STANDIN_LOG`; mongodump
+/// writes a fixed archive-like stream (or fails when `$STANDIN_FAIL` is set),
+/// mongorestore keeps what it reads.
+fn standin_tools(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = r#"printf '%s\n' "$@" > "$STANDIN_LOG/$(basename "$0").args"
+for a; do case "$a" in --config=*) cp "${a#--config=}" "$STANDIN_LOG/$(basename "$0").config";; esac; done
+"#;
+    let tools = [
+        (
+            "mongodump",
+            format!(
+                "#!/bin/sh\n{log}if [ -n \"$STANDIN_FAIL\" ]; then echo 'Failed: stand-in mongodump cannot connect' >&2; exit 1; fi\nseq 1 300000\n"
+            ),
+        ),
+        (
+            "mongorestore",
+            format!("#!/bin/sh\n{log}cat > \"$STANDIN_LOG/restored.archive\"\n"),
+        ),
+    ];
+    for (name, body) in tools {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn mongodump_method_against_standin_tools() {
+    if !services("mongodb mongodump_method_against_standin_tools") {
+        return;
+    }
+    let db_name = db_name("dumptool");
+    let db = client().database(&db_name);
+    seed(&db);
+    let tools = tempfile::tempdir().unwrap();
+    let log = tempfile::tempdir().unwrap();
+    standin_tools(tools.path());
+    let config = format!(
+        "{}method = \"mongodump\"\nbin_dir = \"{}\"\n",
+        config("md", &var("SALVOR_TEST_MONGO_URL"), &[&db_name]),
+        tools.path().display()
+    );
+    let w = Workspace::new(&config);
+    let run = |args: &[&str], fail: bool| {
+        let mut c = w.salvor();
+        c.args(args).env("STANDIN_LOG", log.path());
+        if fail {
+            c.env("STANDIN_FAIL", "1");
+        }
+        c.output().unwrap()
+    };
+    let read = |name: &str| std::fs::read_to_string(log.path().join(name)).unwrap();
+
+    // Backup: counts from the server (the archive is opaque), the archive
+    // streamed as is, the uri only in a private config file that is gone after.
+    let out = run(&["--json", "backup", "--source", "md"], false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = w.manifest("md");
+    assert_eq!(m["method"], "mongodump");
+    assert_eq!(m["oplog"], false, "the stand-in server is no replica set");
+    assert_eq!(m["databases"][&db_name]["users"]["documents"], 3, "{m}");
+    assert_eq!(m["databases"][&db_name]["orders"]["documents"], 5, "{m}");
+    let args = read("mongodump.args");
+    assert!(args.contains("--archive\n"), "{args}");
+    assert!(args.contains(&format!("--nsInclude={db_name}.*")), "{args}");
+    assert!(
+        !args.contains("mongodb://"),
+        "the uri stays out of argv: {args}"
+    );
+    let cfg_arg = args.lines().find(|l| l.starts_with("--config=")).unwrap();
+    assert!(
+        !std::path::Path::new(&cfg_arg["--config=".len()..]).exists(),
+        "the uri file is removed"
+    );
+    assert!(read("mongodump.config").starts_with("uri: \"mongodb://"));
+    let dumped = w
+        .salvor()
+        .args(["dump", "latest", "md/dump.archive"])
+        .output()
+        .unwrap();
+    let want: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&dumped.stdout), want);
+
+    // A failing tool fails the backup with its own message; no snapshot.
+    let out = run(&["backup", "--source", "md"], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("stand-in mongodump cannot connect"),
+        "{err}"
+    );
+    assert_eq!(snapshot_ids(&w).len(), 1);
+
+    // Restore into another database: the archive reaches mongorestore whole,
+    // renamed with --nsFrom/--nsTo, and --only picks collections.
+    let into = format!("{db_name}_copy");
+    let out = run(
+        &[
+            "--json", "restore", "latest", "--source", "md", "--into", &into, "--only", "users",
+        ],
+        false,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read("restored.archive"), want);
+    let args = read("mongorestore.args");
+    for a in [
+        "--archive".to_string(),
+        format!("--nsInclude={db_name}.users"),
+        format!("--nsFrom={db_name}.*"),
+        format!("--nsTo={into}.*"),
+    ] {
+        assert!(args.lines().any(|l| l == a), "{a} missing: {args}");
+    }
+    assert!(!args.contains("--drop"), "no --drop without --yes: {args}");
+    assert!(!args.contains("mongodb://"), "{args}");
+    let _ = db.drop().run();
 }

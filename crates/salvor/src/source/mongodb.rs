@@ -39,8 +39,10 @@
 //! with `--yes`, `--oplogReplay` for a full restore of an oplog dump,
 //! `--nsInclude`/`--nsFrom`/`--nsTo` for `--only`/`--into`). The uri reaches
 //! the tools through a private temporary `--config` file, never argv.
-//! **This method is untested**: no MongoDB tools are installed where salvor's
-//! tests run (they use the nx-27017 wire-protocol stand-in).
+//! `bin_dir` points at the tools when they are not on PATH. No MongoDB tools
+//! can be installed where salvor's tests run, so this method is tested only
+//! against stand-in scripts (salvor's side: arguments, secrets, streaming,
+//! failures), never against the real tools.
 //!
 //! Manifest: `{ "type": "mongodb", "method", "hosts", "server_version", "time",
 //! "databases": { DB: { COLL: { "documents": N, "indexes": N } } } }` (plus
@@ -90,6 +92,20 @@ pub struct MongodbConfig {
     /// Documents per insert on restore.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Directory holding `mongodump` and `mongorestore` (default: PATH).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl MongodbConfig {
+    /// `mongodump` or `mongorestore`, from `bin_dir` or PATH.
+    fn tool(&self, name: &str) -> std::process::Command {
+        let program = self
+            .bin_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from(name), |d| d.join(name));
+        process::command(program)
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -135,7 +151,8 @@ pub enum Method {
     /// The Rust driver; no tools needed.
     #[default]
     Driver,
-    /// `mongodump --archive` / `mongorestore --archive` (untested here).
+    /// `mongodump --archive` / `mongorestore --archive` (tested against
+    /// stand-in scripts only: no MongoDB tools can be installed here).
     Mongodump,
 }
 
@@ -735,7 +752,7 @@ fn restore_driver(
     Ok(report)
 }
 
-// ------------------------------------------------------------------ mongodump method (untested)
+// ------------------------------------------------------------------ mongodump method
 
 /// A private temporary `--config` file holding the uri, removed on drop.
 ///
@@ -775,14 +792,14 @@ impl Drop for UriFile {
     }
 }
 
-/// `mongodump --archive` into one stream. Not exercised by the tests (no tools here).
+/// `mongodump --archive` into one stream.
 fn backup_mongodump(
     cfg: &MongodbConfig,
     conn: &Conn,
     streams: &mut super::Streams,
 ) -> Result<bool> {
     let file = UriFile::new(&cfg.uri.resolve()?)?;
-    let mut cmd = crate::source::process::command("mongodump");
+    let mut cmd = cfg.tool("mongodump");
     cmd.arg(file.arg()).arg("--archive").arg("--quiet");
     for db in &cfg.databases {
         cmd.arg(format!("--nsInclude={db}.*"));
@@ -797,7 +814,7 @@ fn backup_mongodump(
     Ok(oplog)
 }
 
-/// `mongorestore --archive` from the stream. Not exercised by the tests (no tools here).
+/// `mongorestore --archive` from the stream.
 fn restore_mongodump(
     cfg: &MongodbConfig,
     ctx: &RestoreContext,
@@ -824,7 +841,7 @@ fn restore_mongodump(
         return Ok(report);
     }
     let file = UriFile::new(&cfg.uri.resolve()?)?;
-    let mut cmd = crate::source::process::command("mongorestore");
+    let mut cmd = cfg.tool("mongorestore");
     cmd.arg(file.arg()).arg("--archive").arg("--quiet");
     if ctx.yes {
         cmd.arg("--drop");
