@@ -304,6 +304,29 @@ fn backup_restore_selective_overwrite_and_dedup() {
         .unwrap();
     assert!(!out.status.success(), "overwrote notes without --yes");
     w.json(&["restore", &s1, "--source", "pg", "--only", "notes", "--yes"]);
+
+    // Replacing a table others depend on says what CASCADE takes with it.
+    let dry = w.json(&[
+        "restore",
+        &s1,
+        "--source",
+        "pg",
+        "--only",
+        "items",
+        "--yes",
+        "--dry-run",
+    ]);
+    let drop = dry["report"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| a.starts_with("drop table(s) public.items"))
+        .unwrap_or_else(|| panic!("no drop action: {dry}"))
+        .to_string();
+    assert!(drop.contains("CASCADE also drops"), "{drop}");
+    assert!(drop.contains("view cheap"), "{drop}");
+    assert!(drop.contains("on table app.tags"), "{drop}");
     assert_eq!(digest(&db, "notes"), before_notes);
     assert_eq!(psql(&db, "SELECT count(*) FROM items"), "3001");
 }

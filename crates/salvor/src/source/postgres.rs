@@ -239,6 +239,29 @@ impl<'a> Conn<'a> {
             .collect())
     }
 
+    /// Objects outside `tables` that depend on them (views, foreign keys of
+    /// other tables): what `DROP TABLE ... CASCADE` would also remove.
+    fn dependents(&self, db: &str, tables: &[String]) -> Result<Vec<String>> {
+        let oids: Vec<String> = tables
+            .iter()
+            .filter_map(|k| k.split_once('.'))
+            .map(|(s, t)| {
+                format!(
+                    "{}::regclass",
+                    literal(&format!("{}.{}", ident(s), ident(t)))
+                )
+            })
+            .collect();
+        let oids = oids.join(", ");
+        let sql = format!(
+            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0) FROM pg_depend d \
+             WHERE d.refclassid = 'pg_class'::regclass AND d.deptype = 'n' \
+               AND d.refobjid IN ({oids}) \
+               AND NOT (d.classid = 'pg_class'::regclass AND d.objid IN ({oids})) ORDER BY 1"
+        );
+        Ok(self.query(db, &sql)?.lines().map(str::to_string).collect())
+    }
+
     fn counts(&self, db: &str) -> Result<Counts> {
         parse_counts(&self.query(db, COUNT_SQL)?, db)
     }
@@ -576,11 +599,23 @@ fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<D
     Ok(plans)
 }
 
+/// ", which also drops: ..." for the objects a `DROP TABLE ... CASCADE` takes.
+fn cascade_note(dependents: &[String]) -> String {
+    if dependents.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (CASCADE also drops what depends on them: {})",
+        dependents.join(", ")
+    )
+}
+
 /// How a target database is prepared.
 enum Prepare {
     Create,
     Recreate,
-    DropTables(Vec<String>),
+    /// The tables, and what `DROP ... CASCADE` takes with them.
+    DropTables(Vec<String>, Vec<String>),
     Nothing,
 }
 
@@ -606,14 +641,17 @@ impl PostgresConfig {
                     .map(|(s, t)| format!("{s}.{t}"))
                     .filter(|k| existing.contains(k))
                     .collect();
+                let mut dependents = Vec::new();
                 if !clash.is_empty() {
+                    dependents = conn.dependents(&p.target, &clash)?;
                     ctx.confirm(&format!(
-                        "table(s) {} in database {}",
+                        "table(s) {} in database {}{}",
                         clash.join(", "),
-                        p.target
+                        p.target,
+                        cascade_note(&dependents)
                     ))?;
                 }
-                Ok(Prepare::DropTables(clash))
+                Ok(Prepare::DropTables(clash, dependents))
             }
         }
     }
@@ -629,7 +667,7 @@ impl PostgresConfig {
                 ))?;
                 conn.admin(&create).map(drop)
             }
-            Prepare::DropTables(list) if !list.is_empty() => {
+            Prepare::DropTables(list, _) if !list.is_empty() => {
                 let names: Vec<String> = list
                     .iter()
                     .filter_map(|k| k.split_once('.'))
@@ -641,7 +679,7 @@ impl PostgresConfig {
                 )
                 .map(drop)
             }
-            Prepare::DropTables(_) | Prepare::Nothing => Ok(()),
+            Prepare::DropTables(..) | Prepare::Nothing => Ok(()),
         }
     }
 
@@ -705,9 +743,11 @@ impl PostgresConfig {
         report.actions.push(match &prep {
             Prepare::Create => format!("create database {t}"),
             Prepare::Recreate => format!("drop and recreate database {t}"),
-            Prepare::DropTables(l) if !l.is_empty() => {
-                format!("drop table(s) {} in database {t}", l.join(", "))
-            }
+            Prepare::DropTables(l, deps) if !l.is_empty() => format!(
+                "drop table(s) {} in database {t}{}",
+                l.join(", "),
+                cascade_note(deps)
+            ),
             _ => format!("use existing database {t}"),
         });
         let what = match &p.tables {
