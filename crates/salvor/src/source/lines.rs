@@ -122,6 +122,16 @@ pub(super) fn trim_newline(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
+/// Feeds `text` to `sink` in pieces of `chunk` bytes, as reads would.
+#[cfg(test)]
+pub(super) fn feed_in_chunks<S: LineSink>(sink: S, text: &str, chunk: usize) -> S {
+    let mut w = LineWriter::new(sink);
+    for c in text.as_bytes().chunks(chunk) {
+        w.write_all(c).unwrap();
+    }
+    w.finish().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,13 +148,9 @@ mod tests {
 
     #[test]
     fn lines_survive_any_read_boundary() {
-        let text = b"one\ntwo\n\nthree\nlast without newline";
+        let text = "one\ntwo\n\nthree\nlast without newline";
         for chunk in 1..=text.len() {
-            let mut w = LineWriter::new(Collect::default());
-            for c in text.chunks(chunk) {
-                w.write_all(c).unwrap();
-            }
-            let got = w.finish().unwrap().0;
+            let got = feed_in_chunks(Collect::default(), text, chunk).0;
             let want: Vec<&[u8]> = vec![
                 b"one\n",
                 b"two\n",

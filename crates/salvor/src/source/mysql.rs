@@ -699,6 +699,7 @@ impl Source for &MysqlConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lines::feed_in_chunks;
     use super::*;
 
     const DUMP: &str = "/*!40101 SET NAMES utf8mb4 */;\n\
@@ -712,11 +713,7 @@ INSERT INTO `a``b` VALUES (1,'x(y'),(2,'it\\'s; (ok)'),\n(3,NULL);\nUNLOCK TABLE
 --\n-- Dumping routines for database 'd'\n--\nCREATE PROCEDURE p() SELECT 1;\n";
 
     fn feed<S: LineSink>(sink: S, chunk: usize) -> S {
-        let mut w = LineWriter::new(sink);
-        for c in DUMP.as_bytes().chunks(chunk) {
-            w.write_all(c).unwrap();
-        }
-        w.finish().unwrap()
+        feed_in_chunks(sink, DUMP, chunk)
     }
 
     #[test]

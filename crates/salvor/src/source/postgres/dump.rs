@@ -276,7 +276,7 @@ fn acl_target(name: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::lines::LineWriter;
+    use super::super::super::lines::{LineWriter, feed_in_chunks};
     use super::*;
 
     const DUMP: &str = "SET x = 1;\n\
@@ -292,11 +292,7 @@ mod tests {
 --\n-- PostgreSQL database dump complete\n--\n";
 
     fn feed<S: LineSink>(sink: S, chunk: usize) -> S {
-        let mut w = LineWriter::new(sink);
-        for c in DUMP.as_bytes().chunks(chunk) {
-            w.write_all(c).unwrap();
-        }
-        w.finish().unwrap()
+        feed_in_chunks(sink, DUMP, chunk)
     }
 
     #[test]
