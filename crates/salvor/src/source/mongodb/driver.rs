@@ -1,0 +1,320 @@
+//! The driver method: collections dumped as raw BSON straight from the
+//! cursor, and restored by parsing that stream back into `insertMany` batches.
+
+use std::io::{self, Read, Write};
+
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::sync::{Collection, Cursor};
+use salvor_engine::{Error, Result};
+use serde_json::{Value, json};
+
+use super::MongodbConfig;
+use super::connection::{Conn, one_line};
+use super::plan::{Item, check_targets, describe};
+use crate::source::{RestoreContext, RestoreReport, Streams};
+
+/// Bytes of documents per `insertMany` at most (the server's message limit is 48 MB).
+const BATCH_BYTES: usize = 8 << 20;
+/// Largest BSON document accepted from a stream (the server's limit is 16 MiB).
+const MAX_DOCUMENT: usize = 48 << 20;
+
+// ------------------------------------------------------------------ streams
+
+/// Percent-encodes `/` and `%` so a collection name is one path component.
+fn encode_name(coll: &str) -> String {
+    coll.replace('%', "%25").replace('/', "%2F")
+}
+
+fn documents_stream(db: &str, coll: &str) -> String {
+    format!("{db}/{}.bson", encode_name(coll))
+}
+
+fn indexes_stream(db: &str, coll: &str) -> String {
+    format!("{db}/{}.indexes.json", encode_name(coll))
+}
+
+/// A cursor read as concatenated BSON documents.
+struct DocReader {
+    cursor: Cursor<RawDocumentBuf>,
+    doc: Vec<u8>,
+    pos: usize,
+    count: u64,
+    error: Option<mongodb::error::Error>,
+}
+
+impl Read for DocReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.doc.len() {
+            match self.cursor.next() {
+                None => return Ok(0),
+                Some(Ok(d)) => {
+                    self.doc = d.into_bytes();
+                    self.pos = 0;
+                    self.count += 1;
+                }
+                Some(Err(e)) => {
+                    let msg = one_line(&e);
+                    self.error = Some(e);
+                    return Err(io::Error::other(msg));
+                }
+            }
+        }
+        let n = out.len().min(self.doc.len() - self.pos);
+        out[..n].copy_from_slice(&self.doc[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Index specs as canonical extended JSON.
+fn indexes_json(specs: &[Document]) -> Vec<u8> {
+    let list: Vec<Value> = specs
+        .iter()
+        .map(|d| Bson::Document(d.clone()).into_canonical_extjson())
+        .collect();
+    serde_json::to_vec_pretty(&list).unwrap_or_default()
+}
+
+/// Dumps one collection's documents and indexes; returns their counts.
+pub(super) fn dump_collection(
+    conn: &Conn,
+    streams: &mut Streams,
+    db: &str,
+    coll: &str,
+) -> Result<Value> {
+    let indexes = conn.indexes(db, coll)?;
+    let cursor = conn
+        .collection(db, coll)
+        .find(doc! {})
+        .run()
+        .map_err(|e| conn.err(&format!("reading {db}.{coll}"), &e))?;
+    let mut reader = DocReader {
+        cursor,
+        doc: Vec::new(),
+        pos: 0,
+        count: 0,
+        error: None,
+    };
+    let res = streams.add(&documents_stream(db, coll), &mut reader);
+    if let Some(e) = reader.error.take() {
+        return Err(conn.err(&format!("reading {db}.{coll}"), &e));
+    }
+    res?;
+    streams.add(&indexes_stream(db, coll), &indexes_json(&indexes)[..])?;
+    Ok(json!({ "documents": reader.count, "indexes": indexes.len() }))
+}
+
+// ------------------------------------------------------------------ restore (driver)
+
+/// Parses concatenated BSON written to it and inserts it in batches.
+struct Inserter<'c> {
+    conn: &'c Conn,
+    coll: Collection<RawDocumentBuf>,
+    name: String,
+    buf: Vec<u8>,
+    batch: Vec<RawDocumentBuf>,
+    batch_bytes: usize,
+    batch_size: usize,
+    inserted: u64,
+    error: Option<Error>,
+}
+
+impl Inserter<'_> {
+    fn fail(&mut self, e: Error) -> io::Error {
+        let msg = e.to_string();
+        self.error = Some(e);
+        io::Error::other(msg)
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.coll
+            .insert_many(&batch)
+            .run()
+            .map_err(|e| self.conn.err(&format!("inserting into {}", self.name), &e))?;
+        self.inserted += batch.len() as u64;
+        Ok(())
+    }
+
+    /// Moves every complete document of `buf` into the batch.
+    fn take_documents(&mut self) -> Result<()> {
+        let mut start = 0;
+        while self.buf.len() - start >= 4 {
+            let len_bytes: [u8; 4] = self.buf[start..start + 4].try_into().expect("4 bytes");
+            let len = i32::from_le_bytes(len_bytes);
+            let len = usize::try_from(len).unwrap_or(0);
+            if !(5..=MAX_DOCUMENT).contains(&len) {
+                return Err(Error::corrupt(format!(
+                    "the stream of {} has a bad document length",
+                    self.name
+                )));
+            }
+            if self.buf.len() - start < len {
+                break;
+            }
+            let doc =
+                RawDocumentBuf::from_bytes(self.buf[start..start + len].to_vec()).map_err(|e| {
+                    Error::corrupt(format!(
+                        "the stream of {} holds an invalid document: {e}",
+                        self.name
+                    ))
+                })?;
+            start += len;
+            self.batch_bytes += len;
+            self.batch.push(doc);
+            if self.batch.len() >= self.batch_size || self.batch_bytes >= BATCH_BYTES {
+                self.flush_batch()?;
+            }
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<u64> {
+        if !self.buf.is_empty() {
+            return Err(Error::corrupt(format!(
+                "the stream of {} ends inside a document",
+                self.name
+            )));
+        }
+        self.flush_batch()?;
+        Ok(self.inserted)
+    }
+}
+
+impl Write for Inserter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.take_documents().map_err(|e| self.fail(e))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a collection's index specs from the snapshot.
+fn recorded_indexes(ctx: &RestoreContext, i: &Item) -> Result<Vec<Document>> {
+    let mut raw = Vec::new();
+    ctx.copy_stream(&indexes_stream(&i.db, &i.coll), &mut raw)?;
+    let bad = |why: String| {
+        Error::corrupt(format!(
+            "the index list of {}.{} is unreadable: {why}",
+            i.db, i.coll
+        ))
+    };
+    let list: Vec<Value> = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    list.into_iter()
+        .map(|v| match Bson::try_from(v) {
+            Ok(Bson::Document(d)) => Ok(d),
+            Ok(_) => Err(bad("an entry is not a document".into())),
+            Err(e) => Err(bad(e.to_string())),
+        })
+        .collect()
+}
+
+/// Creates the recorded secondary indexes (`_id_` exists anyway); returns how many.
+fn create_indexes(conn: &Conn, i: &Item, specs: Vec<Document>) -> Result<usize> {
+    let specs: Vec<Document> = specs
+        .into_iter()
+        .filter(|s| s.get_str("name").ok() != Some("_id_"))
+        .map(|mut s| {
+            s.remove("ns");
+            s
+        })
+        .collect();
+    if specs.is_empty() {
+        return Ok(0);
+    }
+    let n = specs.len();
+    conn.client
+        .database(&i.into)
+        .run_command(doc! { "createIndexes": &i.coll, "indexes": specs })
+        .run()
+        .map_err(|e| conn.err(&format!("creating indexes on {}.{}", i.into, i.coll), &e))?;
+    Ok(n)
+}
+
+/// Loads one collection: drop if it held documents (confirmed), insert, index.
+fn restore_collection(
+    cfg: &MongodbConfig,
+    conn: &Conn,
+    ctx: &RestoreContext,
+    i: &Item,
+    existing: u64,
+) -> Result<(u64, usize)> {
+    let target = conn.collection(&i.into, &i.coll);
+    let name = format!("{}.{}", i.into, i.coll);
+    if existing > 0 {
+        target
+            .drop()
+            .run()
+            .map_err(|e| conn.err(&format!("dropping {name}"), &e))?;
+    }
+    let specs = recorded_indexes(ctx, i)?;
+    let mut ins = Inserter {
+        conn,
+        coll: target,
+        name,
+        buf: Vec::new(),
+        batch: Vec::new(),
+        batch_bytes: 0,
+        batch_size: cfg.batch_size.max(1),
+        inserted: 0,
+        error: None,
+    };
+    let res = ctx.copy_stream(&documents_stream(&i.db, &i.coll), &mut ins);
+    if let Some(e) = ins.error.take() {
+        return Err(e);
+    }
+    res?;
+    let inserted = ins.finish()?;
+    let indexes = create_indexes(conn, i, specs)?;
+    Ok((inserted, indexes))
+}
+
+pub(super) fn restore_driver(
+    cfg: &MongodbConfig,
+    ctx: &RestoreContext,
+    items: &[Item],
+) -> Result<RestoreReport> {
+    let conn = Conn::open(cfg)?;
+    let existing = check_targets(&conn, ctx, items)?;
+    let mut report = RestoreReport::default();
+    for (i, &n) in items.iter().zip(&existing) {
+        if ctx.dry_run {
+            report
+                .actions
+                .push(format!("would restore {}", describe(i, n)));
+            report
+                .counts
+                .insert(format!("{}.{}", i.into, i.coll), i.documents.into());
+            continue;
+        }
+        let (inserted, indexes) = restore_collection(cfg, &conn, ctx, i, n)?;
+        report.actions.push(format!(
+            "restored {}.{} into {}.{}: {inserted} documents, {indexes} secondary indexes",
+            i.db, i.coll, i.into, i.coll
+        ));
+        report
+            .counts
+            .insert(format!("{}.{}", i.into, i.coll), inserted.into());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names() {
+        assert_eq!(documents_stream("app", "a/b%c"), "app/a%2Fb%25c.bson");
+        assert_eq!(indexes_stream("app", "x"), "app/x.indexes.json");
+    }
+}
