@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Write};
 
 use super::super::lines::{LineSink, trim_newline};
-use super::{Counts, ident};
+use super::Counts;
+use super::conn::ident;
 
 /// One archive entry of a plain dump, from its `-- Name: ...` header.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,0 +1,248 @@
+//! The restore: which databases and tables `--only` and `--into` select,
+//! how each target is prepared (create, recreate or keep), the load through
+//! the client, and the count check that ends it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salvor_engine::{Error, ErrorKind, Result};
+use serde_json::Value;
+
+use super::conn::{Conn, ident};
+use super::dump::SectionFilter;
+use super::{Counts, MysqlConfig};
+use crate::source::lines::LineWriter;
+use crate::source::{RestoreContext, RestoreReport, process};
+
+/// One database to restore.
+pub(super) struct DbPlan {
+    source: String,
+    target: String,
+    stream: String,
+    charset: Option<(String, String)>,
+    /// Chosen tables; `None` = the whole database.
+    tables: Option<BTreeSet<String>>,
+    expected: Counts,
+}
+
+fn manifest_counts(db: &Value) -> Counts {
+    serde_json::from_value(db["tables"].clone()).unwrap_or_default()
+}
+
+/// Resolves `--only` (databases, `table` or `db.table`) and `--into`.
+pub(super) fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<DbPlan>> {
+    let dbs = manifest["databases"].as_object().ok_or_else(|| {
+        Error::invalid("the snapshot has no mysql manifest")
+            .hint("restore it with the source type that made it")
+    })?;
+    let mut chosen: BTreeMap<&str, Option<BTreeSet<String>>> = BTreeMap::new();
+    for item in only {
+        let mut found = dbs.contains_key(item);
+        if found {
+            chosen.insert(item, None);
+        }
+        for (db, v) in dbs {
+            let t = item
+                .strip_prefix(&format!("{db}."))
+                .unwrap_or(item.as_str());
+            if manifest_counts(v).contains_key(t) {
+                found = true;
+                if let Some(set) = chosen.entry(db).or_insert_with(|| Some(BTreeSet::new())) {
+                    set.insert(t.to_string());
+                }
+            }
+        }
+        if !found {
+            return Err(Error::invalid(format!(
+                "the snapshot holds no database or table named {item}"
+            ))
+            .hint("name a database, a table, or db.table as listed in the snapshot's manifest"));
+        }
+    }
+    if only.is_empty() {
+        chosen = dbs.keys().map(|d| (d.as_str(), None)).collect();
+    }
+    if let Some(new) = rename
+        && chosen.len() != 1
+    {
+        return Err(Error::invalid(format!(
+            "--into {new} needs exactly one database, the snapshot selection has {}",
+            chosen.len()
+        ))
+        .hint("choose one database with --only DB"));
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|(db, tables)| {
+            let v = &dbs[db];
+            let expected = manifest_counts(v)
+                .into_iter()
+                .filter(|(t, _)| tables.as_ref().is_none_or(|s| s.contains(t)))
+                .collect();
+            let charset = v["charset"]
+                .as_str()
+                .zip(v["collation"].as_str())
+                .map(|(a, b)| (a.to_string(), b.to_string()));
+            DbPlan {
+                source: db.to_string(),
+                target: rename.unwrap_or(db).to_string(),
+                stream: v["stream"].as_str().unwrap_or_default().to_string(),
+                charset,
+                tables,
+                expected,
+            }
+        })
+        .collect())
+}
+
+impl MysqlConfig {
+    /// Confirms and describes what happens to the target; true = (re)create it.
+    fn prepare(
+        &self,
+        conn: &Conn,
+        ctx: &RestoreContext,
+        p: &DbPlan,
+        report: &mut RestoreReport,
+    ) -> Result<bool> {
+        let t = &p.target;
+        if conn.charset(t)?.is_none() {
+            report.actions.push(format!("create database {t}"));
+            return Ok(true);
+        }
+        let existing = conn.tables(t, true)?;
+        match &p.tables {
+            None if existing.is_empty() => {
+                report.actions.push(format!("use empty database {t}"));
+                Ok(false)
+            }
+            None => {
+                ctx.confirm(&format!("database {t} ({} tables)", existing.len()))?;
+                report
+                    .actions
+                    .push(format!("drop and recreate database {t}"));
+                Ok(true)
+            }
+            Some(set) => {
+                let clash: Vec<&String> = existing.iter().filter(|e| set.contains(*e)).collect();
+                if !clash.is_empty() {
+                    let names = clash.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+                    ctx.confirm(&format!("table(s) {} in database {t}", names.join(", ")))?;
+                    report.actions.push(format!(
+                        "replace table(s) {} in database {t}",
+                        names.join(", ")
+                    ));
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn recreate(&self, conn: &Conn, p: &DbPlan) -> Result<()> {
+        let t = ident(&p.target);
+        let charset = p
+            .charset
+            .as_ref()
+            .map(|(cs, coll)| format!(" CHARACTER SET {} COLLATE {}", ident(cs), ident(coll)))
+            .unwrap_or_default();
+        conn.query(&format!(
+            "DROP DATABASE IF EXISTS {t}; CREATE DATABASE {t}{charset}"
+        ))?;
+        Ok(())
+    }
+
+    fn load(&self, conn: &Conn, ctx: &RestoreContext, p: &DbPlan) -> Result<()> {
+        let mut cmd = conn.client();
+        cmd.arg(format!("--database={}", p.target));
+        let what = format!(
+            "mysql client loading {} into database {}",
+            p.stream, p.target
+        );
+        process::run_with_input(cmd, &what, &mut |w| match &p.tables {
+            None => ctx.copy_stream(&p.stream, w).map(drop),
+            Some(tables) => {
+                let mut lines = LineWriter::new(SectionFilter {
+                    tables: tables.clone(),
+                    keep: true,
+                    out: w,
+                });
+                ctx.copy_stream(&p.stream, &mut lines)?;
+                lines
+                    .finish()
+                    .map(drop)
+                    .map_err(|e| Error::io("cannot write to", "the mysql client", e))
+            }
+        })?;
+        Ok(())
+    }
+
+    pub(super) fn restore_db(
+        &self,
+        conn: &Conn,
+        ctx: &RestoreContext,
+        p: &DbPlan,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let create = self.prepare(conn, ctx, p, report)?;
+        let what = match &p.tables {
+            None => "all tables".to_string(),
+            Some(t) => format!(
+                "table(s) {}",
+                t.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        report.actions.push(format!(
+            "load {what} of {} from {} into {}",
+            p.source, p.stream, p.target
+        ));
+        if ctx.dry_run {
+            return Ok(());
+        }
+        if create {
+            self.recreate(conn, p)?;
+        }
+        self.load(conn, ctx, p)?;
+        let restored = conn.counts(&p.target)?;
+        let mut counts = serde_json::Map::new();
+        for (table, n) in &p.expected {
+            let got = restored.get(table).copied().unwrap_or(0);
+            if got != *n {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "restored table {table} in database {} has {got} rows, the snapshot has {n}",
+                        p.target
+                    ),
+                )
+                .hint("check the target for triggers that change rows on insert"));
+            }
+            counts.insert(table.clone(), got.into());
+        }
+        report
+            .counts
+            .insert(p.target.clone(), Value::Object(counts));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::conn::literal;
+    use super::*;
+
+    #[test]
+    fn quoting_and_plans() {
+        assert_eq!(ident("a`b"), "`a``b`");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert!(literal("a\\b").starts_with("CONVERT(0x615c62"));
+        let m = json!({ "databases": {
+            "x": { "stream": "x.sql", "tables": { "t": 1, "u": 2 } },
+            "y": { "stream": "y.sql", "tables": { "t": 3 } } } });
+        assert_eq!(plan(&m, &[], None).unwrap().len(), 2);
+        assert!(plan(&m, &[], Some("z")).is_err());
+        let p = plan(&m, &["x.u".into()], Some("z")).unwrap();
+        assert_eq!((p[0].target.as_str(), p[0].expected.len()), ("z", 1));
+        assert_eq!(plan(&m, &["t".into()], None).unwrap().len(), 2);
+        assert!(plan(&m, &["nope".into()], None).is_err());
+    }
+}
