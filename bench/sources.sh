@@ -78,6 +78,12 @@ dump_min=$(printf '%s\n' "${dumps[@]}" | sort -n | head -n 1)
 salvor_s=$(printf '%s\n' "${rows[@]}" | cut -d' ' -f1 | median)
 salvor_min=$(printf '%s\n' "${rows[@]}" | cut -d' ' -f1 | sort -n | head -n 1)
 salvor_rss=$(printf '%s\n' "${rows[@]}" | cut -d' ' -f2 | median)
+# Each salvor run against the pg_dump run just before it: the neighbours'
+# load drifts over minutes, so the median of these pairs is the steadiest
+# figure; the target is judged on it.
+pair_pct=$(for i in "${!rows[@]}"; do
+  awk -v a="${rows[$i]%% *}" -v b="${dumps[$i]}" 'BEGIN { printf "%.1f\n", (a / b - 1) * 100 }'
+done | median)
 export SALVOR_REPO=$W/repo1
 day1=$(du -sb "$SALVOR_REPO" | cut -f1)
 
@@ -109,7 +115,7 @@ cat <<MD
 | plain dump size | $((dump_bytes / 1048576)) MiB |
 | pg_dump > /dev/null (median / min of $RUNS) | ${dump_s} s / ${dump_min} s |
 | salvor backup --source pg, fresh repository (median / min of $RUNS) | ${salvor_s} s / ${salvor_min} s, peak RSS $((salvor_rss / 1024)) MiB |
-| overhead over pg_dump alone (medians / minimums) | $(pct "$salvor_s" "$dump_s")% / $(pct "$salvor_min" "$dump_min")% (target <= 10%) |
+| overhead over pg_dump alone: median of run pairs (medians / minimums) | **${pair_pct}%** ($(pct "$salvor_s" "$dump_s")% / $(pct "$salvor_min" "$dump_min")%), target <= 10% |
 | day 1 stored | $((day1 / 1048576)) MiB |
 | day 2 backup | ${day2_s} s, adds $(((day2 - day1) / 1048576)) MiB ($(awk -v a="$((day2 - day1))" -v b="$day1" 'BEGIN { printf "%.0f", a / b * 100 }')% of day 1) |
 MD
