@@ -479,15 +479,9 @@ fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
     assert_eq!(role_exists(), "0");
 
     // A full restore leaves roles alone unless asked (the database is new).
-    let full = w.json(&[
-        "restore",
-        &snap,
-        "--source",
-        "pg_su",
-        "--into",
-        &format!("{db}_copy"),
-    ]);
-    let _copy = Dbs(vec![format!("{db}_copy")]);
+    // The copy belongs to the superuser that restored it, who drops it at the end.
+    let copy = format!("{db}_copy");
+    let full = w.json(&["restore", &snap, "--source", "pg_su", "--into", &copy]);
     assert!(full.to_string().contains("leave globals.sql"), "{full}");
     assert_eq!(role_exists(), "0");
 
@@ -516,4 +510,5 @@ fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
     // The roles that were there (the superuser, the test role) were kept.
     assert!(done.to_string().contains("already existed"), "{done}");
     su(&format!("DROP ROLE \"{role}\""));
+    su(&format!("DROP DATABASE \"{copy}\" WITH (FORCE)"));
 }
