@@ -302,3 +302,74 @@ fn etcd_unreachable_endpoint_fails_cleanly() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+#[test]
+fn etcd_with_authentication_needs_the_right_password() {
+    if !common::services("etcd_with_authentication_needs_the_right_password") {
+        return;
+    }
+    // A private etcd, so enabling auth leaves the shared one alone.
+    let tmp = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&tmp.path().join("auth"), "auth", 16485, 16486);
+    let e = &etcd.endpoint;
+    let p = "/salvor-auth/";
+    let keys = pairs(p, "k", 12);
+    put(e, &keys);
+    let secret = "etcd-Root-Secret-9157";
+    for (path, body) in [
+        ("auth/role/add", json!({ "name": "root" })),
+        (
+            "auth/user/add",
+            json!({ "name": "root", "password": secret }),
+        ),
+        ("auth/user/grant", json!({ "user": "root", "role": "root" })),
+        ("auth/enable", json!({})),
+    ] {
+        post(e, path, body).unwrap_or_else(|| panic!("{path} on the private etcd"));
+    }
+    assert!(
+        post(e, "kv/range", json!({ "key": B64.encode(p) })).is_none(),
+        "auth is on: anonymous reads are refused"
+    );
+    let source = |name: &str, password_var: &str| {
+        format!(
+            "[source.{name}]\ntype = \"etcd\"\nendpoint = \"{e}\"\nusername = \"root\"\n\
+             password = {{ env = \"{password_var}\" }}\nprefixes = [\"{p}\"]\ntimeout_secs = 5\n"
+        )
+    };
+    let w = Workspace::new(&format!(
+        "{}{}[source.anon]\ntype = \"etcd\"\nendpoint = \"{e}\"\ntimeout_secs = 5\n",
+        source("kv", "SALVOR_TEST_ETCD_ROOT_PW"),
+        source("wrong", "SALVOR_TEST_ETCD_WRONG_PW"),
+    ));
+    let run = |name: &str| {
+        w.salvor()
+            .args(["--json", "backup", "--source", name])
+            .env("SALVOR_TEST_ETCD_ROOT_PW", secret)
+            .env("SALVOR_TEST_ETCD_WRONG_PW", "not-the-Secret-4242")
+            .output()
+            .unwrap()
+    };
+
+    let ok = run("kv");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = w.manifest("kv");
+    assert_eq!(m["prefixes"][p], keys.len() as u64, "{m}");
+
+    for name in ["wrong", "anon"] {
+        let o = run(name);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name} backed up: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains(secret) && !err.contains("4242"), "{err}");
+        assert!(
+            err.contains("username and"),
+            "the hint names the fix: {err}"
+        );
+    }
+    assert_eq!(snapshot_count(&w), 1, "failed backups record no snapshot");
+}

@@ -121,7 +121,9 @@ impl Client {
             ErrorKind::Backend,
             format!("etcd at {} refused {path}: {msg}", self.endpoint),
         );
-        if status == reqwest::StatusCode::UNAUTHORIZED
+        if msg.contains("user name is empty") {
+            e = e.hint("this etcd has authentication on: set username and password in the source's configuration");
+        } else if status == reqwest::StatusCode::UNAUTHORIZED
             || msg.contains("auth")
             || msg.contains("permission")
         {
