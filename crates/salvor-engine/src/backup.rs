@@ -168,7 +168,9 @@ impl Run {
             index,
             in_flight: Mutex::new(IdSet::default()),
             data: Packer::new(repo, &uploader, level),
-            trees: Packer::new(repo, &uploader, repo.config().compression_level),
+            // A stream's tree is mostly its list of chunk ids (incompressible):
+            // it gets the stream's faster level, file trees the file level.
+            trees: Packer::new(repo, &uploader, level.min(repo.config().compression_level)),
             progress,
             bytes_read: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),

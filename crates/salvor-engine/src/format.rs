@@ -97,7 +97,9 @@ pub fn parse_prefix(
 /// Compresses and encrypts a document body into a sealed object.
 pub fn seal(key: &MasterKey, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
     let (prefix, salt) = new_prefix(kind);
-    let compressed = zstd::bulk::compress(body, 3).expect("zstd compress in memory");
+    // Level 1: the large documents (index files) are mostly random ids, which
+    // no level compresses; higher levels only cost time at every commit.
+    let compressed = zstd::bulk::compress(body, 1).expect("zstd compress in memory");
     let ct = key
         .object_cipher(&salt)
         .seal(0, NonceDomain::Document, &compressed, &prefix);

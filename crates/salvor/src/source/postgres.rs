@@ -16,14 +16,14 @@
 //!   objects (roles, tablespaces) go to `globals.sql` via `pg_dumpall
 //!   --globals-only`. Plain text deduplicates well between snapshots, where a
 //!   compressed custom-format archive changes everywhere after a small edit.
-//! - **One snapshot per database.** A `psql` session opens a `REPEATABLE READ`
-//!   transaction and exports its snapshot (`pg_export_snapshot()`); `pg_dump
-//!   --snapshot` dumps exactly that snapshot while clients keep writing.
+//! - **One snapshot per database.** `pg_dump` dumps each database in one
+//!   repeatable-read snapshot while clients keep writing.
 //! - **Counts come from the dump.** The rows of every `COPY` block are counted
 //!   as the stream goes by: they are exactly what a restore must load back, and
 //!   cost no extra scan. `verify_counts = true` also counts every table with
-//!   `count(*)` in the same snapshot, concurrently with the dump, and fails the
-//!   backup on any difference.
+//!   `count(*)` in the same snapshot (a `psql` session exports it with
+//!   `pg_export_snapshot()` and `pg_dump --snapshot` imports it), concurrently
+//!   with the dump, and fails the backup on any difference.
 //! - **Tools** are looked up on PATH, past Debian's `pg_wrapper` (see
 //!   `client_program`); the version query and `pg_dumpall` run beside the
 //!   database dumps, so a backup costs little more than its `pg_dump`s.
@@ -133,6 +133,44 @@ type Counts = BTreeMap<String, u64>;
 
 impl PostgresConfig {
     fn dump_database(&self, conn: &Conn, db: &str, streams: &mut Streams) -> Result<Value> {
+        // pg_dump reads one snapshot of its own. Only the count cross-check
+        // needs a second session in that same snapshot: it exports one and
+        // hands it to pg_dump.
+        let mut session = self
+            .verify_counts
+            .then(|| self.snapshot_session(conn, db))
+            .transpose()?;
+        let mut cmd = conn.tool("pg_dump", db);
+        cmd.args(["-w", "--format=plain"]);
+        if let Some((_, snapshot)) = &session {
+            cmd.arg("--snapshot").arg(snapshot);
+        }
+        cmd.args(
+            self.lock_wait_timeout
+                .iter()
+                .map(|t| format!("--lock-wait-timeout={t}")),
+        )
+        .args(&self.dump_args);
+        let child = process::spawn_reader(cmd, &format!("pg_dump of database {db}"))?;
+        // Dump first (a table pg_dump cannot lock fails with pg_dump's own
+        // message); the counts run beside it, so they add no wall time.
+        if let Some((s, _)) = &mut session {
+            s.send(&format!("{COUNT_SQL};"))?;
+        }
+        let mut reader = ScanReader::new(child, CopyCounter::default());
+        let stream = format!("{db}.sql");
+        let bytes = streams.add(&stream, &mut reader)?;
+        let counts = reader.sink.into_counts();
+        if let Some((mut s, _)) = session {
+            check_counts(db, &parse_counts(&s.answer()?, db)?, &counts)?;
+            s.ask("COMMIT;")?;
+            s.close();
+        }
+        Ok(json!({ "stream": stream, "bytes": bytes, "tables": counts }))
+    }
+
+    /// A session holding a repeatable-read transaction, and its exported snapshot.
+    fn snapshot_session(&self, conn: &Conn, db: &str) -> Result<(Session, String)> {
         let mut session = Session::open(conn, db)?;
         session.ask(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
@@ -145,32 +183,7 @@ impl PostgresConfig {
             .ask("SELECT pg_export_snapshot();")?
             .trim()
             .to_string();
-        // Dump first: a table pg_dump cannot lock fails with pg_dump's own message.
-        let mut cmd = conn.tool("pg_dump", db);
-        cmd.args(["-w", "--format=plain", "--snapshot"])
-            .arg(&snapshot)
-            .args(
-                self.lock_wait_timeout
-                    .iter()
-                    .map(|t| format!("--lock-wait-timeout={t}")),
-            )
-            .args(&self.dump_args);
-        let child = process::spawn_reader(cmd, &format!("pg_dump of database {db}"))?;
-        // The cross-check runs in the same snapshot while pg_dump streams,
-        // so it describes the dump and adds no wall time of its own.
-        if self.verify_counts {
-            session.send(&format!("{COUNT_SQL};"))?;
-        }
-        let mut reader = ScanReader::new(child, CopyCounter::default());
-        let stream = format!("{db}.sql");
-        let bytes = streams.add(&stream, &mut reader)?;
-        let counts = reader.sink.into_counts();
-        if self.verify_counts {
-            check_counts(db, &parse_counts(&session.answer()?, db)?, &counts)?;
-        }
-        session.ask("COMMIT;")?;
-        session.close();
-        Ok(json!({ "stream": stream, "bytes": bytes, "tables": counts }))
+        Ok((session, snapshot))
     }
 
     /// Roles and tablespaces, read into memory: a few KB to a few MB even
@@ -255,7 +268,7 @@ impl Source for &PostgresConfig {
                 "type": "postgres",
                 "server_version": version.join().expect("version thread")?,
                 "format": "plain",
-                "consistency": "exported snapshot per database (repeatable read)",
+                "consistency": "one pg_dump snapshot per database (repeatable read)",
                 "databases": databases,
                 "globals": globals,
             }))
