@@ -21,6 +21,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod secret;
+mod sql;
 pub mod sqlite;
 
 use std::io::Write;

@@ -35,7 +35,6 @@ mod conn;
 mod dump;
 mod restore;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use salvor_engine::Result;
@@ -85,7 +84,7 @@ pub struct MysqlConfig {
 }
 
 /// Rows per table.
-type Counts = BTreeMap<String, u64>;
+use super::sql::Counts;
 
 // ---------------------------------------------------------------- backup
 

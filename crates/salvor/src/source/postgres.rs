@@ -49,7 +49,6 @@ mod conn;
 mod dump;
 mod restore;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -127,7 +126,7 @@ fn yes() -> bool {
 const GLOBALS: &str = "globals";
 
 /// Rows per `schema.table`.
-type Counts = BTreeMap<String, u64>;
+use super::sql::Counts;
 
 // ---------------------------------------------------------------- backup
 

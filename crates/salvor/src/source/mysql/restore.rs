@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use salvor_engine::{Error, ErrorKind, Result};
+use salvor_engine::{Error, Result};
 use serde_json::Value;
 
 use super::conn::{Conn, ident};
 use super::dump::SectionFilter;
 use super::{Counts, MysqlConfig};
 use crate::source::lines::LineWriter;
+use crate::source::sql::{manifest_counts, manifest_databases, verify_restored};
 use crate::source::{RestoreContext, RestoreReport, process};
 
 /// One database to restore.
@@ -24,16 +25,9 @@ pub(super) struct DbPlan {
     expected: Counts,
 }
 
-fn manifest_counts(db: &Value) -> Counts {
-    serde_json::from_value(db["tables"].clone()).unwrap_or_default()
-}
-
 /// Resolves `--only` (databases, `table` or `db.table`) and `--into`.
 pub(super) fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<DbPlan>> {
-    let dbs = manifest["databases"].as_object().ok_or_else(|| {
-        Error::invalid("the snapshot has no mysql manifest")
-            .hint("restore it with the source type that made it")
-    })?;
+    let dbs = manifest_databases(manifest, "mysql")?;
     let mut chosen: BTreeMap<&str, Option<BTreeSet<String>>> = BTreeMap::new();
     for item in only {
         let mut found = dbs.contains_key(item);
@@ -200,22 +194,7 @@ impl MysqlConfig {
             self.recreate(conn, p)?;
         }
         self.load(conn, ctx, p)?;
-        let restored = conn.counts(&p.target)?;
-        let mut counts = serde_json::Map::new();
-        for (table, n) in &p.expected {
-            let got = restored.get(table).copied().unwrap_or(0);
-            if got != *n {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!(
-                        "restored table {table} in database {} has {got} rows, the snapshot has {n}",
-                        p.target
-                    ),
-                )
-                .hint("check the target for triggers that change rows on insert"));
-            }
-            counts.insert(table.clone(), got.into());
-        }
+        let counts = verify_restored(&p.target, &p.expected, &conn.counts(&p.target)?)?;
         report
             .counts
             .insert(p.target.clone(), Value::Object(counts));

@@ -12,6 +12,7 @@ use super::conn::{Conn, ident};
 use super::dump::{EntryFilter, PgScanner, Planner, select_entries};
 use super::{Counts, GLOBALS, PostgresConfig};
 use crate::source::lines::LineWriter;
+use crate::source::sql::{manifest_counts, manifest_databases, verify_restored};
 use crate::source::{RestoreContext, RestoreReport, process};
 
 /// One database to restore.
@@ -26,16 +27,9 @@ pub(super) struct DbPlan {
     expected: Counts,
 }
 
-fn manifest_counts(db: &Value) -> Counts {
-    serde_json::from_value(db["tables"].clone()).unwrap_or_default()
-}
-
 /// Resolves `--only` (databases or tables, `table` or `schema.table`) and `--into`.
 pub(super) fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> Result<Vec<DbPlan>> {
-    let dbs = manifest["databases"].as_object().ok_or_else(|| {
-        Error::invalid("the snapshot has no postgres manifest")
-            .hint("restore it with the source type that made it")
-    })?;
+    let dbs = manifest_databases(manifest, "postgres")?;
     let mut plans: Vec<DbPlan> = Vec::new();
     let mut add = |db: &str, table: Option<(String, String)>| {
         let p = match plans.iter_mut().position(|p| p.source == db) {
@@ -288,13 +282,7 @@ impl PostgresConfig {
             None => None,
         };
         self.load(conn, ctx, p, keep)?;
-        let restored = conn.counts(t)?;
-        verify_counts(t, &p.expected, &restored)?;
-        let counts: serde_json::Map<String, Value> = p
-            .expected
-            .keys()
-            .map(|k| (k.clone(), restored.get(k).copied().unwrap_or(0).into()))
-            .collect();
+        let counts = verify_restored(t, &p.expected, &conn.counts(t)?)?;
         report.counts.insert(t.clone(), Value::Object(counts));
         Ok(())
     }
@@ -349,23 +337,6 @@ impl PostgresConfig {
 
 fn keys(c: &Counts) -> String {
     c.keys().cloned().collect::<Vec<_>>().join(", ")
-}
-
-/// Fails when a restored table's rows differ from the manifest.
-fn verify_counts(db: &str, expected: &Counts, restored: &Counts) -> Result<()> {
-    for (table, n) in expected {
-        let got = restored.get(table).copied().unwrap_or(0);
-        if got != *n {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "restored table {table} in database {db} has {got} rows, the snapshot has {n}"
-                ),
-            )
-            .hint("check the target for triggers or rules that change rows on insert"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
