@@ -161,8 +161,8 @@ pub struct PendingRepo {
 enum RepoState {
     Opening(std::thread::JoinHandle<Result<Repository>>),
     Open(Repository),
-    /// Kind, message and hint of the failure, to hand out again.
-    Failed(ErrorKind, String, Option<String>),
+    /// Kind and whole message (hint included) of the failure, to hand out again.
+    Failed(ErrorKind, String),
 }
 
 impl PendingRepo {
@@ -180,22 +180,16 @@ impl PendingRepo {
     /// The open repository (a cheap handle), waiting for it if needed.
     ///
     /// # Errors
-    /// Why it failed to open (kind, message and hint, every time asked).
+    /// Why it failed to open (same kind and text every time asked).
     pub fn get(&self) -> Result<Repository> {
         let mut state = self.state.lock().unwrap();
-        let placeholder = RepoState::Failed(ErrorKind::Io, String::new(), None);
+        let placeholder = RepoState::Failed(ErrorKind::Io, String::new());
         let done = match std::mem::replace(&mut *state, placeholder) {
             RepoState::Opening(handle) => handle.join().unwrap_or_else(|_| {
                 Err(Error::new(ErrorKind::Io, "opening the repository panicked"))
             }),
             RepoState::Open(repo) => Ok(repo),
-            RepoState::Failed(kind, msg, hint) => {
-                let e = Error::new(kind, msg);
-                Err(match hint {
-                    Some(h) => e.hint(h),
-                    None => e,
-                })
-            }
+            RepoState::Failed(kind, msg) => Err(Error::new(kind, msg)),
         };
         match done {
             Ok(repo) => {
@@ -203,8 +197,7 @@ impl PendingRepo {
                 Ok(repo)
             }
             Err(e) => {
-                let hint = e.hint_text().map(str::to_string);
-                *state = RepoState::Failed(e.kind(), e.to_string(), hint);
+                *state = RepoState::Failed(e.kind(), e.to_string());
                 Err(e)
             }
         }

@@ -93,6 +93,25 @@ command = "echo partial; echo 'cannot open map 42' >&2; exit 3"
         before + 1,
         "maps must still be backed up"
     );
+    // The key is derived while the command already runs: a wrong password
+    // still exits 12 with one line, whichever source or sources were asked.
+    for args in [
+        &["backup", "--source", "maps"][..],
+        &["backup", "--source", "maps", "--source", "broken"][..],
+    ] {
+        let before = snapshot_count(&w);
+        let o = w
+            .salvor()
+            .args(args)
+            .env("SALVOR_PASSWORD", "not-the-password")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(12), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(err.matches("check SALVOR_PASSWORD").count(), 1, "{err}");
+        assert_eq!(snapshot_count(&w), before);
+    }
     // A source without restore_command says what to add.
     let o = w
         .salvor()
