@@ -177,6 +177,13 @@ impl PendingRepo {
         }
     }
 
+    /// A repository that is already open.
+    pub fn ready(repo: Repository) -> Self {
+        Self {
+            state: Arc::new(std::sync::Mutex::new(RepoState::Open(repo))),
+        }
+    }
+
     /// The open repository (a cheap handle), waiting for it if needed.
     ///
     /// # Errors

@@ -1716,6 +1716,12 @@ fn demo_runs_cleanly() {
         "{}",
         show(&out)
     );
+    assert!(
+        stdout(&out).contains(r#"manifest rows: {"allocations":3000,"tenants":40}"#)
+            && stdout(&out).contains("app.db rows match its manifest"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// Kill points for the crash test.

@@ -3,8 +3,9 @@
 //! Creates a sample tree (config, a private key with mode 0600, JSON data, a
 //! binary, a symlink, a hardlink, a non-UTF-8 name), a local repository, backs
 //! up twice (the second is incremental), backs up a generated dump as a
-//! stream, checks every byte, restores, and compares the restore with the
-//! source. Exit 0 only if everything matched.
+//! stream and a live SQLite database through its source, checks every byte,
+//! restores, and compares the restore with the source (the database by its
+//! manifest's row counts). Exit 0 only if everything matched.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -20,6 +21,8 @@ use salvor_engine::restore::{self, RestoreOptions};
 use salvor_engine::{Repository, browse};
 
 use super::{GlobalOptions, output};
+use crate::source::sqlite::SqliteConfig;
+use crate::source::{BackupContext, PendingRepo, RestoreContext, Source};
 
 /// Arguments of `salvor demo`.
 #[derive(Args, Debug)]
@@ -90,6 +93,20 @@ fn sample_tree(src: &Path) -> anyhow::Result<()> {
 }
 
 /// Compares two trees: type, content, mode, symlink target, mtime.
+/// An application database: tenants and their IP allocations.
+fn sample_db(path: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE allocations (ip TEXT PRIMARY KEY, tenant INTEGER REFERENCES tenants(id));
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+           INSERT INTO tenants SELECT i, 'tenant-' || i FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2999)
+           INSERT INTO allocations SELECT '10.0.' || (i / 256) || '.' || (i % 256), i % 40 + 1 FROM n;",
+    )?;
+    Ok(())
+}
+
 fn compare(a: &Path, b: &Path, files: &mut u64) -> anyhow::Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(a)?
         .map(|e| e.map(|e| e.file_name()))
@@ -187,6 +204,28 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         id3.short(),
         output::bytes(dump.len() as u64)
     ));
+    let db_path = dir.join("app.db");
+    sample_db(&db_path)?;
+    let sqlite = SqliteConfig {
+        path: db_path.clone(),
+        restore_to: None,
+        busy_timeout_ms: 10_000,
+    };
+    let pending = PendingRepo::ready(repo.clone());
+    let ctx = BackupContext {
+        repo: &pending,
+        name: "app_db",
+        tags: Vec::new(),
+        host: None,
+        progress: Arc::default(),
+    };
+    let (id4, snap_db) = (&sqlite).backup(&ctx)?;
+    let tables = snap_db.manifests["app_db"]["tables"].clone();
+    say(format!(
+        "6. sqlite source backup {} of {} (online backup API), manifest rows: {tables}",
+        id4.short(),
+        db_path.display()
+    ));
     let r = check::check(
         &repo,
         &CheckOptions {
@@ -198,7 +237,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         bail!("check found errors: {}", r.errors.join("; "));
     }
     say(format!(
-        "6. check --read-data: {} snapshots, {} packs read, no errors",
+        "7. check --read-data: {} snapshots, {} packs read, no errors",
         r.snapshots, r.packs_read
     ));
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
@@ -224,8 +263,22 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     if back != dump {
         bail!("the restored stream differs from the original");
     }
+    let restored_db = target.join("app.db");
+    let restored_name = restored_db.to_string_lossy().into_owned();
+    let report = (&sqlite).restore(&RestoreContext {
+        reader: &reader,
+        snapshot: &snap_db,
+        source_name: "app_db",
+        only: &[],
+        rename: Some(&restored_name),
+        dry_run: false,
+        yes: false,
+    })?;
+    if serde_json::Value::Object(report.counts) != tables {
+        bail!("the restored database's row counts differ from the manifest");
+    }
     say(format!(
-        "7. restored to {}: {files} files identical to the source (content, modes, links, mtimes); stream identical",
+        "8. restored to {}: {files} files identical to the source (content, modes, links, mtimes); stream identical; app.db rows match its manifest",
         target.display()
     ));
     say(format!(
