@@ -49,7 +49,6 @@ mod conn;
 mod dump;
 mod restore;
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use salvor_engine::format::snapshot::Snapshot;
@@ -193,38 +192,25 @@ impl PostgresConfig {
         if !self.role_passwords {
             cmd.arg("--no-role-passwords");
         }
-        let mut sql = Vec::new();
-        process::spawn_reader(cmd, "pg_dumpall --globals-only")
-            .and_then(|mut child| {
-                child
-                    .read_to_end(&mut sql)
-                    .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
-            })
-            .map_err(|e| {
-                e.context("cannot back up roles and tablespaces").hint(
-                    "a non-superuser needs role_passwords = false, or set globals = false to skip them",
-                )
-            })?;
-        Ok(sql)
+        process::run_with_input(cmd, "pg_dumpall --globals-only", &mut |_| Ok(())).map_err(|e| {
+            e.context("cannot back up roles and tablespaces").hint(
+                "a non-superuser needs role_passwords = false, or set globals = false to skip them",
+            )
+        })
     }
 }
 
 /// Fails when the rows streamed differ from the counts taken in the snapshot.
 /// A table whose data pg_dump was told to leave out is not compared.
 fn check_counts(db: &str, snapshot: &Counts, streamed: &Counts) -> Result<()> {
-    for (table, n) in streamed {
-        let m = snapshot.get(table).copied().unwrap_or_default();
-        if m != *n {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "pg_dump of database {db} wrote {n} rows of {table}, its snapshot holds {m}"
-                ),
-            )
-            .hint("run the backup again; report this if it repeats"));
-        }
+    match super::sql::first_difference(streamed, snapshot) {
+        Some((table, n, m)) => Err(Error::new(
+            ErrorKind::Io,
+            format!("pg_dump of database {db} wrote {n} rows of {table}, its snapshot holds {m}"),
+        )
+        .hint("run the backup again; report this if it repeats")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl PostgresConfig {

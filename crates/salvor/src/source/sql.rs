@@ -28,6 +28,15 @@ pub(super) fn manifest_counts(db: &Value) -> Counts {
     serde_json::from_value(db["tables"].clone()).unwrap_or_default()
 }
 
+/// The first table of `want` whose rows in `got` differ (missing counts as
+/// 0): (table, wanted, got).
+pub(super) fn first_difference<'w>(want: &'w Counts, got: &Counts) -> Option<(&'w str, u64, u64)> {
+    want.iter().find_map(|(table, n)| {
+        let g = got.get(table).copied().unwrap_or(0);
+        (g != *n).then_some((table.as_str(), *n, g))
+    })
+}
+
 /// Checks each expected table against the rows restored into database `db`;
 /// returns the restored counts of those tables, for the report.
 ///
@@ -38,21 +47,17 @@ pub(super) fn verify_restored(
     expected: &Counts,
     restored: &Counts,
 ) -> Result<Map<String, Value>> {
-    let mut out = Map::new();
-    for (table, n) in expected {
-        let got = restored.get(table).copied().unwrap_or(0);
-        if got != *n {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "restored table {table} in database {db} has {got} rows, the snapshot has {n}"
-                ),
-            )
-            .hint("check the target for triggers (or rules) that change rows on insert"));
-        }
-        out.insert(table.clone(), got.into());
+    if let Some((table, n, got)) = first_difference(expected, restored) {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("restored table {table} in database {db} has {got} rows, the snapshot has {n}"),
+        )
+        .hint("check the target for triggers (or rules) that change rows on insert"));
     }
-    Ok(out)
+    Ok(expected
+        .iter()
+        .map(|(table, n)| (table.clone(), (*n).into()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! options and password every tool runs with, SQL quoting, and the catalogue
 //! queries (databases, character sets, tables, row counts).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use salvor_engine::Result;
@@ -32,17 +32,10 @@ fn find_tool(configured: Option<&PathBuf>, names: [&str; 2]) -> PathBuf {
     if let Some(p) = configured {
         return p.clone();
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = names
+    names
         .iter()
-        .find(|n| std::env::split_paths(&path).any(|dir| is_executable(&dir.join(n))));
-    PathBuf::from(found.unwrap_or(&names[0]))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .find_map(|n| process::find_on_path(n))
+        .unwrap_or_else(|| PathBuf::from(names[0]))
 }
 
 /// The connection settings and resolved password of one operation.

@@ -168,29 +168,30 @@ pub(super) fn parse_counts(json: &str, db: &str) -> Result<Counts> {
 /// several times per backup. The newest installed client is what it picks for
 /// a remote server, and a newer `pg_dump` can dump any older server.
 fn client_program(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
+    let on_path = process::find_on_path(name);
     let wrapped = on_path
         .as_ref()
         .and_then(|p| std::fs::canonicalize(p).ok())
         .is_some_and(|p| p.ends_with("postgresql-common/pg_wrapper"));
-    if wrapped {
-        let newest = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
+    match newest_client_dir() {
+        Some(dir) if wrapped && dir.join(name).is_file() => dir.join(name),
+        _ => on_path.unwrap_or_else(|| PathBuf::from(name)),
+    }
+}
+
+/// The `bin` directory of the newest client under /usr/lib/postgresql,
+/// looked up once per process.
+fn newest_client_dir() -> Option<&'static PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
-            .map(|(v, dir)| (v, dir.join("bin").join(name)))
-            .filter(|(_, p)| p.is_file())
-            .max_by_key(|(v, _)| *v);
-        if let Some((_, p)) = newest {
-            return p;
-        }
-    }
-    on_path.unwrap_or_else(|| PathBuf::from(name))
+            .max_by_key(|(v, _)| *v)
+            .map(|(_, dir)| dir.join("bin"))
+    })
+    .as_ref()
 }
 
 /// A `psql` session kept open across statements, to hold a transaction.
