@@ -100,6 +100,12 @@ impl Session {
     /// Stores `data` as a blob of `kind` unless already present; returns its id.
     pub fn store(&self, kind: BlobKind, data: &[u8]) -> BlobId {
         let id = self.repo.key().blob_id(data);
+        self.store_as(kind, id, data);
+        id
+    }
+
+    /// Stores `data`, whose id the caller computed, unless already present.
+    fn store_as(&self, kind: BlobKind, id: BlobId, data: &[u8]) {
         if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
             let p = if kind == BlobKind::Tree {
                 &self.trees
@@ -108,7 +114,6 @@ impl Session {
             };
             p.add(kind, id, data);
         }
-        id
     }
 
     /// True once storage has failed (full disk, lost credentials, ...).
@@ -128,20 +133,34 @@ impl Session {
         chunker: &Chunker,
         buf: Vec<u8>,
     ) -> std::io::Result<(Vec<BlobId>, u64, Vec<u8>)> {
+        /// Chunks hashed side by side: enough to fill BLAKE3's SIMD lanes.
+        const BATCH: usize = 64;
         let mut cr = crate::chunker::ChunkReader::new(reader, chunker, buf);
         let mut ids = Vec::new();
         let mut size = 0u64;
-        while let Some(chunk) = cr.next_chunk()? {
+        let (mut lens, mut batch) = (Vec::new(), Vec::new());
+        while let Some(run) = cr.next_chunks(BATCH, &mut lens)? {
             if self.aborted() {
                 return Err(std::io::Error::other(
                     "stopped: writing to the repository failed",
                 ));
             }
-            size += chunk.len() as u64;
+            let mut chunks = Vec::with_capacity(lens.len());
+            let mut rest = run;
+            for &len in &lens {
+                let (chunk, tail) = rest.split_at(len);
+                chunks.push(chunk);
+                rest = tail;
+            }
+            self.repo.key().blob_ids(&chunks, &mut batch);
+            for (&chunk, &id) in chunks.iter().zip(&batch) {
+                self.store_as(BlobKind::Data, id, chunk);
+            }
+            ids.extend_from_slice(&batch);
+            size += run.len() as u64;
             self.progress
                 .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            ids.push(self.store(BlobKind::Data, chunk));
+                .fetch_add(run.len() as u64, Ordering::Relaxed);
         }
         self.bytes_read.fetch_add(size, Ordering::Relaxed);
         Ok((ids, size, cr.into_buffer()))

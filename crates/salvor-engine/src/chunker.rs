@@ -139,25 +139,29 @@ impl<'c, R: Read> ChunkReader<'c, R> {
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end of input.
+    /// Up to `max` next chunks as one run of the buffer, their lengths in
+    /// `lens` (cleared first); `None` at the end of input. Chunks come in
+    /// batches so their ids can be hashed side by side.
     ///
     /// # Errors
     /// Read errors from the underlying reader.
-    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+    pub fn next_chunks(&mut self, max: usize, lens: &mut Vec<usize>) -> io::Result<Option<&[u8]>> {
+        lens.clear();
         if !self.eof && self.end - self.start < self.chunker.params.max as usize {
             self.fill()?;
         }
-        match self
-            .chunker
-            .next_cut(&self.buf[self.start..self.end], self.eof)
-        {
-            None => Ok(None),
-            Some(len) => {
-                let s = self.start;
-                self.start += len;
-                Ok(Some(&self.buf[s..s + len]))
-            }
+        let begin = self.start;
+        while lens.len() < max {
+            let Some(len) = self
+                .chunker
+                .next_cut(&self.buf[self.start..self.end], self.eof)
+            else {
+                break;
+            };
+            lens.push(len);
+            self.start += len;
         }
+        Ok((!lens.is_empty()).then(|| &self.buf[begin..self.start]))
     }
 }
 
@@ -188,8 +192,15 @@ mod tests {
     fn chunks(c: &Chunker, d: &[u8]) -> Vec<Vec<u8>> {
         let mut r = ChunkReader::new(d, c, Vec::new());
         let mut out = Vec::new();
-        while let Some(ch) = r.next_chunk().unwrap() {
-            out.push(ch.to_vec());
+        let mut lens = Vec::new();
+        // Batches of 3 exercise both a batch ending mid-buffer and at a refill.
+        while let Some(run) = r.next_chunks(3, &mut lens).unwrap() {
+            let mut at = 0;
+            for &len in &lens {
+                out.push(run[at..at + len].to_vec());
+                at += len;
+            }
+            assert_eq!(at, run.len());
         }
         out
     }

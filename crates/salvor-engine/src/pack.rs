@@ -373,15 +373,16 @@ impl Packer {
                 }
             });
             let nonce = pack.frames.len() as u64;
-            let ct = pack.cipher.seal(nonce, NonceDomain::Frame, &f.payload, &[]);
+            let offset = pack.buf.len();
+            pack.cipher
+                .seal_into(nonce, NonceDomain::Frame, &f.payload, &[], &mut pack.buf);
             pack.frames.push(FrameEntry {
-                offset: pack.buf.len() as u64,
-                length: ct.len() as u32,
+                offset: offset as u64,
+                length: (pack.buf.len() - offset) as u32,
                 raw_length: f.raw_length,
                 compression: f.compression,
                 blobs: f.blobs,
             });
-            pack.buf.extend_from_slice(&ct);
             if pack.buf.len() >= self.pack_target {
                 st.pack.take()
             } else {
