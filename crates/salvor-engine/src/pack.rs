@@ -28,8 +28,12 @@ use crate::id::{BlobId, IndexId, PackId};
 use crate::index::FrameLocation;
 use crate::repo::Repository;
 
-/// Packs written per index file.
+/// An index file is written once this many packs are pending...
 const PACKS_PER_INDEX: usize = 64;
+/// ...or this many blobs: a dump's small chunks fill few packs, and indexing
+/// them during the backup keeps the commit, after the dump tool has
+/// finished, from serializing all of them at once.
+const BLOBS_PER_INDEX: usize = 32 * 1024;
 
 /// Counters of what was stored.
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,7 +74,13 @@ impl UploadShared {
     fn flush_index(&self, all: bool) -> Result<()> {
         let packs = {
             let mut p = self.pending.lock().unwrap();
-            if p.is_empty() || (!all && p.len() < PACKS_PER_INDEX) {
+            let blobs = || -> usize {
+                p.iter()
+                    .flat_map(|pack| &pack.frames)
+                    .map(|f| f.blobs.len())
+                    .sum()
+            };
+            if p.is_empty() || (!all && p.len() < PACKS_PER_INDEX && blobs() < BLOBS_PER_INDEX) {
                 return Ok(());
             }
             std::mem::take(&mut *p)

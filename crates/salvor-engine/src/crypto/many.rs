@@ -32,7 +32,9 @@ pub(crate) fn keyed_hash_many(key: &[u8; 32], blobs: &[&[u8]], out: &mut Vec<[u8
     // Blobs hashed here have `full` whole leaves before a last, possibly
     // partial, one; their leaf chaining values sit at `first[i]..` in `cvs`.
     let full = |b: &[u8]| (b.len() - 1) / LEAF;
-    let batched = |b: &[u8]| b.len() > LEAF && b.len() < WIDE;
+    // One blob alone (a small file) gains nothing from the batch set-up.
+    let alone = blobs.len() < 2;
+    let batched = |b: &[u8]| !alone && b.len() > LEAF && b.len() < WIDE;
     let mut first = vec![usize::MAX; blobs.len()];
     let mut total = 0;
     let mut max_full = 0;
@@ -168,6 +170,7 @@ mod tests {
         }
         check(&[3u8; 32], &blobs);
         check(&[0u8; 32], &blobs[..17]);
+        check(&[1u8; 32], &blobs[2..3]);
         check(&[1u8; 32], &[]);
     }
 }
