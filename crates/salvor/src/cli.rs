@@ -270,10 +270,11 @@ fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
     let backend = salvor_engine::backend::open_url(g.location()?)?;
     let mut opts = salvor_engine::repo::InitOptions::default();
     if let Some(avg) = a.file_chunk_size {
-        opts.config.file_chunker = salvor_engine::format::config::ChunkerParams::around(avg)?;
+        opts.config.file_chunker = salvor_engine::format::config::ChunkerParams::for_files(avg)?;
     }
     if let Some(avg) = a.stream_chunk_size {
-        opts.config.stream_chunker = salvor_engine::format::config::ChunkerParams::around(avg)?;
+        opts.config.stream_chunker =
+            salvor_engine::format::config::ChunkerParams::for_streams(avg)?;
     }
     if let Some(level) = a.compression {
         opts.config.compression_level = level;
