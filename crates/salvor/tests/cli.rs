@@ -28,6 +28,9 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 // ------------------------------------------------------------------ helpers
 
+/// Environment changes for one command: `Some` sets a variable, `None` removes it.
+type Env<'a> = [(&'a str, Option<&'a dyn AsRef<OsStr>>)];
+
 /// One test's world: a temporary directory holding sources, the repository
 /// (`repo/`) and restore targets.
 struct World {
@@ -110,7 +113,19 @@ impl World {
     }
 
     fn run(&self, args: &[&dyn AsRef<OsStr>]) -> Output {
+        self.run_env(&[], args)
+    }
+
+    /// `run` with this world's environment changed, for tests of how the
+    /// password and repository are found.
+    fn run_env(&self, env: &Env, args: &[&dyn AsRef<OsStr>]) -> Output {
         let mut c = self.cmd();
+        for (k, v) in env {
+            match v {
+                Some(v) => c.env(k, v.as_ref()),
+                None => c.env_remove(k),
+            };
+        }
         for a in args {
             c.arg(a.as_ref());
         }
@@ -121,7 +136,12 @@ impl World {
 
     /// Runs and asserts exit 0.
     fn ok(&self, args: &[&dyn AsRef<OsStr>]) -> Output {
-        let out = self.run(args);
+        self.ok_env(&[], args)
+    }
+
+    /// `ok` with the environment changed, as `run_env`.
+    fn ok_env(&self, env: &Env, args: &[&dyn AsRef<OsStr>]) -> Output {
+        let out = self.run_env(env, args);
         assert!(
             out.status.success(),
             "salvor {:?} failed:\n{}",
@@ -1034,12 +1054,10 @@ fn restore_include_and_exclude() {
 fn wrong_password_missing_repo_and_no_password() {
     let w = World::new();
     w.init();
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "not the password")
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    let out = w.run_env(
+        &[("SALVOR_PASSWORD", Some(&"not the password"))],
+        &[&"snapshots"],
+    );
     assert_eq!(out.status.code(), Some(12), "{}", show(&out));
     let err = stderr(&out);
     assert_eq!(
@@ -1053,34 +1071,21 @@ fn wrong_password_missing_repo_and_no_password() {
         "the password leaked into the message: {err}"
     );
 
-    let out = w
-        .cmd()
-        .env("SALVOR_REPO", w.path("nothing-here"))
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    let out = w.run_env(
+        &[("SALVOR_REPO", Some(&w.path("nothing-here")))],
+        &[&"snapshots"],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", show(&out));
     assert!(stderr(&out).contains("no repository"), "{}", show(&out));
     assert_eq!(stderr(&out).trim_end().lines().count(), 1, "{}", show(&out));
 
     // No password anywhere and stdin is not a terminal: a clear error, not a hang.
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_PASSWORD")
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    let out = w.run_env(&[("SALVOR_PASSWORD", None)], &[&"snapshots"]);
     assert!(!out.status.success(), "{}", show(&out));
     assert!(stderr(&out).contains("SALVOR_PASSWORD"), "{}", show(&out));
-    assert_no_panic(&out);
 
     // No repository at all: usage-level error naming the option.
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_REPO")
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    let out = w.run_env(&[("SALVOR_REPO", None)], &[&"snapshots"]);
     assert!(
         !out.status.success() && stderr(&out).contains("SALVOR_REPO"),
         "{}",
@@ -1094,38 +1099,32 @@ fn password_file_and_password_command() {
     w.init();
     let pw = w.path("pw.txt");
     std::fs::write(&pw, format!("{PASSWORD}\nsecond line ignored\n")).unwrap();
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_PASSWORD")
-        .arg("--password-file")
-        .arg(&pw)
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_PASSWORD")
-        .env("SALVOR_PASSWORD_FILE", &pw)
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_PASSWORD")
-        .env("SALVOR_PASSWORD_COMMAND", format!("cat '{}'", pw.display()))
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_PASSWORD")
-        .env("SALVOR_PASSWORD_COMMAND", "exit 3")
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    w.ok_env(
+        &[("SALVOR_PASSWORD", None)],
+        &[&"--password-file", &pw, &"snapshots"],
+    );
+    w.ok_env(
+        &[
+            ("SALVOR_PASSWORD", None),
+            ("SALVOR_PASSWORD_FILE", Some(&pw)),
+        ],
+        &[&"snapshots"],
+    );
+    let cat = format!("cat '{}'", pw.display());
+    w.ok_env(
+        &[
+            ("SALVOR_PASSWORD", None),
+            ("SALVOR_PASSWORD_COMMAND", Some(&cat)),
+        ],
+        &[&"snapshots"],
+    );
+    let out = w.run_env(
+        &[
+            ("SALVOR_PASSWORD", None),
+            ("SALVOR_PASSWORD_COMMAND", Some(&"exit 3")),
+        ],
+        &[&"snapshots"],
+    );
     assert!(
         !out.status.success() && stderr(&out).contains("password command failed"),
         "{}",
@@ -1372,13 +1371,10 @@ fn key_add_list_remove_passwd() {
     let first = keys[0]["id"].as_str().unwrap().to_string();
     assert_eq!(keys[0]["current"], Value::Bool(true));
 
-    let out = w
-        .cmd()
-        .env("SALVOR_NEW_PASSWORD", "second password")
-        .args(["--json", "key", "add"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let out = w.ok_env(
+        &[("SALVOR_NEW_PASSWORD", Some(&"second password"))],
+        &[&"--json", &"key", &"add"],
+    );
     let second = serde_json::from_slice::<Value>(&out.stdout).unwrap()["added"]
         .as_str()
         .unwrap()
@@ -1386,13 +1382,8 @@ fn key_add_list_remove_passwd() {
     assert_ne!(first, second);
 
     // Both passwords open the repository; the list marks the key in use.
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "second password")
-        .args(["--json", "key", "list"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let second_pw: &Env = &[("SALVOR_PASSWORD", Some(&"second password"))];
+    let out = w.ok_env(second_pw, &[&"--json", &"key", &"list"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -1412,20 +1403,9 @@ fn key_add_list_remove_passwd() {
         show(&out)
     );
     // With the second password, remove the first key: the first password stops working.
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "second password")
-        .args(["key", "remove", &first[..8]])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    w.ok_env(second_pw, &[&"key", &"remove", &&first[..8]]);
     w.fails(&[&"snapshots"], 12);
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "second password")
-        .args(["key", "remove", "ffff0000"])
-        .output()
-        .unwrap();
+    let out = w.run_env(second_pw, &[&"key", &"remove", &"ffff0000"]);
     assert!(
         !out.status.success() && stderr(&out).contains("no key matches"),
         "{}",
@@ -1433,42 +1413,24 @@ fn key_add_list_remove_passwd() {
     );
 
     // passwd replaces the key in use.
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "second password")
-        .env("SALVOR_NEW_PASSWORD", "third password")
-        .args(["key", "passwd"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "second password")
-        .arg("snapshots")
-        .output()
-        .unwrap();
+    w.ok_env(
+        &[
+            ("SALVOR_PASSWORD", Some(&"second password")),
+            ("SALVOR_NEW_PASSWORD", Some(&"third password")),
+        ],
+        &[&"key", &"passwd"],
+    );
+    let out = w.run_env(second_pw, &[&"snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", show(&out));
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "third password")
-        .args(["--json", "key", "list"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let third_pw: &Env = &[("SALVOR_PASSWORD", Some(&"third password"))];
+    let out = w.ok_env(third_pw, &[&"--json", &"key", &"list"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["current"], Value::Bool(true));
     // Data written under the old key is readable under the new one.
     let src = w.path("src");
     write(&src.join("f"), b"after passwd\n");
-    let out = w
-        .cmd()
-        .env("SALVOR_PASSWORD", "third password")
-        .arg("backup")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    w.ok_env(third_pw, &[&"backup", &src]);
 }
 
 #[test]
@@ -1701,16 +1663,10 @@ fn json_outputs_parse() {
 #[test]
 fn demo_runs_cleanly() {
     let w = World::new();
-    let out = w
-        .cmd()
-        .env_remove("SALVOR_REPO")
-        .env_remove("SALVOR_PASSWORD")
-        .args(["demo", "--dir"])
-        .arg(w.path("demo"))
-        .output()
-        .unwrap();
-    assert_no_panic(&out);
-    assert!(out.status.success(), "{}", show(&out));
+    let out = w.ok_env(
+        &[("SALVOR_REPO", None), ("SALVOR_PASSWORD", None)],
+        &[&"demo", &"--dir", &w.path("demo")],
+    );
     assert!(
         stdout(&out).contains("identical to the source"),
         "{}",
@@ -1899,12 +1855,8 @@ fn commands_on_a_missing_repository_create_nothing() {
         vec!["check"],
         vec!["backup", src.to_str().unwrap()],
     ] {
-        let out = w
-            .cmd()
-            .env("SALVOR_REPO", &missing)
-            .args(&args)
-            .output()
-            .unwrap();
+        let argv: Vec<&dyn AsRef<OsStr>> = args.iter().map(|a| a as _).collect();
+        let out = w.run_env(&[("SALVOR_REPO", Some(&missing))], &argv);
         assert_eq!(out.status.code(), Some(10), "{args:?}: {}", show(&out));
         assert!(
             !w.path("typo").exists(),
