@@ -45,9 +45,9 @@ impl ChunkerParams {
     }
 
     /// Stream chunking around an average size: min = avg/2, max = avg*4. The
-    /// cut-point search skips the first `min` bytes of every chunk, and on
-    /// dumps it was ~15% of a backup's CPU: min = avg/2 instead of avg/4 cut
-    /// that by a fifth for 1 MiB more on the bench's 35 MiB day-2 dump.
+    /// cut-point search skips the first `min` bytes of every chunk and was
+    /// ~15% of a dump backup's CPU; avg/2 instead of avg/4 measured 5% less
+    /// CPU on the bench dump, for 1 MiB more on its 35 MiB day 2.
     ///
     /// # Errors
     /// An average outside 1 KiB..=8 MiB.
