@@ -10,6 +10,7 @@
 //! through the environment or files ([`secret`]), never argv, never logs. A tool
 //! that fails fails the backup with its own message and no snapshot is written.
 
+mod blocks;
 pub mod command;
 pub mod etcd;
 pub mod files;

@@ -28,13 +28,16 @@ const WIDE: usize = 16 * LEAF;
 /// Sets `out[i]` to `blake3::keyed_hash(key, blobs[i])` for every blob.
 pub(crate) fn keyed_hash_many(key: &[u8; 32], blobs: &[&[u8]], out: &mut Vec<[u8; 32]>) {
     out.clear();
+    if blobs.len() < 2 {
+        // A lone blob (each small file) gains nothing from the batch set-up.
+        out.extend(blobs.iter().map(|b| *blake3::keyed_hash(key, b).as_bytes()));
+        return;
+    }
     out.resize(blobs.len(), [0; 32]);
     // Blobs hashed here have `full` whole leaves before a last, possibly
     // partial, one; their leaf chaining values sit at `first[i]..` in `cvs`.
     let full = |b: &[u8]| (b.len() - 1) / LEAF;
-    // One blob alone (a small file) gains nothing from the batch set-up.
-    let alone = blobs.len() < 2;
-    let batched = |b: &[u8]| !alone && b.len() > LEAF && b.len() < WIDE;
+    let batched = |b: &[u8]| b.len() > LEAF && b.len() < WIDE;
     let mut first = vec![usize::MAX; blobs.len()];
     let mut total = 0;
     let mut max_full = 0;

@@ -2,7 +2,7 @@
 //! fan-out values kept from parent records for the endpoints after them.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::Read;
 
 use reqwest::Url;
 use salvor_engine::{Error, Result};
@@ -12,6 +12,7 @@ use super::client::{Api, redact, with_params};
 use super::config::{Planned, plan};
 use super::template::{at, fill, scalar};
 use super::{Endpoint, HttpConfig, Pagination};
+use crate::source::blocks::{BlockReader, BlockSource};
 
 /// Pages fetched per endpoint listing before giving up on a server that
 /// never says "last page".
@@ -35,15 +36,11 @@ struct RecordReader<'a> {
     pending: std::vec::IntoIter<Url>,
     /// The listing being read and where its next page is.
     current: Option<(Url, Next)>,
-    buf: Vec<u8>,
-    pos: usize,
     records: u64,
     requests: u64,
     /// Fields to keep from each record for later fan-out.
     collect: &'a [String],
     collected: Vec<HashMap<String, String>>,
-    /// The first failure, kept with its kind and hint.
-    error: Option<Error>,
 }
 
 impl<'a> RecordReader<'a> {
@@ -53,13 +50,10 @@ impl<'a> RecordReader<'a> {
             ep,
             pending: urls.into_iter(),
             current: None,
-            buf: Vec::new(),
-            pos: 0,
             records: 0,
             requests: 0,
             collect,
             collected: Vec::new(),
-            error: None,
         }
     }
 
@@ -70,8 +64,8 @@ impl<'a> RecordReader<'a> {
         }
     }
 
-    /// Fills `buf` with the next non-empty page; false at the end.
-    fn refill(&mut self) -> Result<bool> {
+    /// Fills `block` with the next non-empty page; false at the end.
+    fn refill(&mut self, block: &mut Vec<u8>) -> Result<bool> {
         loop {
             let Some((listing, next)) = self.current.take() else {
                 match self.pending.next() {
@@ -99,7 +93,7 @@ impl<'a> RecordReader<'a> {
             let records = self.records_of(&body, &url)?;
             let after = self.after(&next, &url, &body, link, records.len())?;
             self.current = Some((listing, after));
-            if self.take(records)? {
+            if self.take(records, block)? {
                 return Ok(true);
             }
         }
@@ -205,16 +199,15 @@ impl<'a> RecordReader<'a> {
         .hint(format!("check the pagination of endpoint {}", self.ep.name))
     }
 
-    /// Serializes records into `buf`, keeping fan-out values; true if any.
-    fn take(&mut self, records: Vec<Value>) -> Result<bool> {
-        self.buf.clear();
-        self.pos = 0;
+    /// Serializes records into `block`, keeping fan-out values; true if any.
+    fn take(&mut self, records: Vec<Value>, block: &mut Vec<u8>) -> Result<bool> {
+        block.clear();
         for r in &records {
             if !self.collect.is_empty() {
                 self.keep(r)?;
             }
-            serde_json::to_writer(&mut self.buf, r).expect("json values serialize");
-            self.buf.push(b'\n');
+            serde_json::to_writer(&mut *block, r).expect("json values serialize");
+            block.push(b'\n');
         }
         self.records += records.len() as u64;
         Ok(!records.is_empty())
@@ -240,23 +233,15 @@ impl<'a> RecordReader<'a> {
     }
 }
 
-impl Read for RecordReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
-            match self.refill() {
-                Ok(true) => {}
-                Ok(false) => return Ok(0),
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.error = Some(e);
-                    return Err(io::Error::other(msg));
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+impl BlockSource for RecordReader<'_> {
+    type Error = Error;
+
+    fn next_block(&mut self, block: &mut Vec<u8>) -> Result<bool> {
+        self.refill(block)
+    }
+
+    fn message(e: &Error) -> String {
+        e.to_string()
     }
 }
 
@@ -300,14 +285,15 @@ pub(super) fn export(
     let mut out = Vec::new();
     for p in &planned {
         let urls = listings(api, p, &kept)?;
-        let mut reader = RecordReader::new(api, p.ep, urls, &p.collect);
+        let mut reader = BlockReader::new(RecordReader::new(api, p.ep, urls, &p.collect));
         let res = sink(&p.ep.name, &mut reader);
         if let Some(e) = reader.error.take() {
             return Err(e);
         }
         res?;
+        let reader = reader.source;
         if !p.collect.is_empty() {
-            kept.insert(p.ep.name.clone(), std::mem::take(&mut reader.collected));
+            kept.insert(p.ep.name.clone(), reader.collected);
         }
         out.push((
             p.ep.name.clone(),

@@ -1,7 +1,7 @@
 //! The driver method: collections dumped as raw BSON straight from the
 //! cursor, and restored by parsing that stream back into `insertMany` batches.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::sync::{Collection, Cursor};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::MongodbConfig;
 use super::connection::{Conn, one_line};
 use super::plan::{Item, check_targets, describe};
+use crate::source::blocks::{BlockReader, BlockSource};
 use crate::source::{RestoreContext, RestoreReport, Streams};
 
 /// Bytes of documents per `insertMany` at most (the server's message limit is 48 MB).
@@ -33,36 +34,28 @@ fn indexes_stream(db: &str, coll: &str) -> String {
     format!("{db}/{}.indexes.json", encode_name(coll))
 }
 
-/// A cursor read as concatenated BSON documents.
-struct DocReader {
+/// A cursor as concatenated BSON documents.
+struct Documents {
     cursor: Cursor<RawDocumentBuf>,
-    doc: Vec<u8>,
-    pos: usize,
     count: u64,
-    error: Option<mongodb::error::Error>,
 }
 
-impl Read for DocReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.doc.len() {
-            match self.cursor.next() {
-                None => return Ok(0),
-                Some(Ok(d)) => {
-                    self.doc = d.into_bytes();
-                    self.pos = 0;
-                    self.count += 1;
-                }
-                Some(Err(e)) => {
-                    let msg = one_line(&e);
-                    self.error = Some(e);
-                    return Err(io::Error::other(msg));
-                }
+impl BlockSource for Documents {
+    type Error = mongodb::error::Error;
+
+    fn next_block(&mut self, block: &mut Vec<u8>) -> Result<bool, Self::Error> {
+        match self.cursor.next() {
+            None => Ok(false),
+            Some(d) => {
+                *block = d?.into_bytes();
+                self.count += 1;
+                Ok(true)
             }
         }
-        let n = out.len().min(self.doc.len() - self.pos);
-        out[..n].copy_from_slice(&self.doc[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+    }
+
+    fn message(e: &Self::Error) -> String {
+        one_line(e)
     }
 }
 
@@ -88,20 +81,14 @@ pub(super) fn dump_collection(
         .find(doc! {})
         .run()
         .map_err(|e| conn.err(&format!("reading {db}.{coll}"), &e))?;
-    let mut reader = DocReader {
-        cursor,
-        doc: Vec::new(),
-        pos: 0,
-        count: 0,
-        error: None,
-    };
+    let mut reader = BlockReader::new(Documents { cursor, count: 0 });
     let res = streams.add(&documents_stream(db, coll), &mut reader);
     if let Some(e) = reader.error.take() {
         return Err(conn.err(&format!("reading {db}.{coll}"), &e));
     }
     res?;
     streams.add(&indexes_stream(db, coll), &indexes_json(&indexes)[..])?;
-    Ok(json!({ "documents": reader.count, "indexes": indexes.len() }))
+    Ok(json!({ "documents": reader.source.count, "indexes": indexes.len() }))
 }
 
 // ------------------------------------------------------------------ restore (driver)
