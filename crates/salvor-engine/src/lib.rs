@@ -9,7 +9,8 @@
 //! - [`crypto`], [`chunker`], [`format`]: keys and AEAD, FastCDC, every persisted structure.
 //! - [`pack`], [`index`]: frames and packs on the write side; where each blob is.
 //! - [`repo`]: an opened repository (keys, documents, snapshots, locks, blob reading).
-//! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines.
+//! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines;
+//!   [`priority`]: how a backup shares the CPU with the service it protects.
 //!
 //! `docs/FORMAT.md` in the project specifies every byte this crate writes.
 
@@ -24,6 +25,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod pack;
+pub mod priority;
 pub mod repair;
 pub mod repo;
 pub mod restore;

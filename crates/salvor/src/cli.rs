@@ -83,7 +83,16 @@ pub struct GlobalOptions {
 enum Command {
     /// Create a new repository.
     Init(InitArgs),
-    /// Back up files and directories, or a stream from stdin.
+    /// Back up files and directories, a stream from stdin, or configured sources.
+    ///
+    /// The backup runs as batch work (Linux SCHED_BATCH, inherited by the dump
+    /// tools it starts): a waking backup thread does not preempt the services
+    /// it reads from. Start it under `nice` to make it yield further.
+    #[command(after_help = "\
+Examples:
+  salvor backup /etc /var/lib/app --exclude '*.tmp'
+  pg_dump -Fp app | salvor backup --stdin --stdin-name app.sql
+  salvor backup --config salvor.toml --source pg --source etcd")]
     Backup(backup::BackupArgs),
     /// List snapshots.
     Snapshots(inspect::SnapshotsArgs),

@@ -217,3 +217,25 @@ fn config_errors_name_file_line_and_key() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--config"));
 }
+
+/// A backup is batch work: its dump tools inherit SCHED_BATCH (policy 3,
+/// field 41 of /proc/PID/stat), so they do not preempt the service they read.
+#[test]
+#[cfg(target_os = "linux")]
+fn dump_tools_run_as_batch_work() {
+    let w = Workspace::new(
+        r#"
+[source.policy]
+type = "command"
+command = "awk '{ print $41 }' /proc/self/stat"
+stream = "policy.txt"
+"#,
+    );
+    w.json(&["backup", "--source", "policy"]);
+    let dumped = w
+        .salvor()
+        .args(["dump", "latest", "policy/policy.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(dumped.stdout).unwrap(), "3\n");
+}

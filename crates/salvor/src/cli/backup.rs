@@ -64,6 +64,10 @@ fn read_exclude_file(path: &PathBuf) -> salvor_engine::Result<Vec<String>> {
 
 /// Runs `salvor backup`.
 pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
+    // First, so every thread and dump tool of the backup inherits it.
+    if !salvor_engine::priority::run_as_batch() {
+        tracing::debug!("SCHED_BATCH not available; backing up at normal priority");
+    }
     if !a.sources.is_empty() {
         return super::sources::backup(g, &a.sources, &a.tags, a.host.as_ref());
     }
