@@ -204,8 +204,8 @@ struct PackerState {
     pack: Option<OpenPack>,
 }
 
-struct CompressedFrame<'a> {
-    payload: &'a [u8],
+struct CompressedFrame {
+    payload: Vec<u8>,
     raw_length: u32,
     compression: Compression,
     blobs: Vec<BlobEntry>,
@@ -248,38 +248,28 @@ fn compress_pool() -> &'static rayon::ThreadPool {
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    /// Compressed output, reused: a fresh 1 MiB buffer per frame is faulted
-    /// in and zeroed by the kernel every time.
-    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Compresses `data` and hands `place` the frame's payload: the compressed
-/// bytes, or `data` itself when compression does not make it smaller.
-fn with_compressed<R>(data: &[u8], level: i32, place: impl FnOnce(&[u8], Compression) -> R) -> R {
-    COMPRESSED.with(|out| {
-        let mut out = out.borrow_mut();
-        out.clear();
-        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-        COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref().is_none_or(|(l, _)| *l != level) {
-                *c = Some((
-                    level,
-                    zstd::bulk::Compressor::new(level).expect("zstd context"),
-                ));
-            }
-            c.as_mut()
-                .unwrap()
-                .1
-                .compress_to_buffer(data, &mut *out)
-                .expect("zstd compress in memory: the buffer holds the bound")
-        });
-        if out.len() < data.len() {
-            place(&out, Compression::Zstd)
-        } else {
-            place(data, Compression::None)
+fn compress(data: &[u8], level: i32) -> (Vec<u8>, Compression) {
+    let out = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((
+                level,
+                zstd::bulk::Compressor::new(level).expect("zstd context"),
+            ));
         }
-    })
+        c.as_mut()
+            .unwrap()
+            .1
+            .compress(data)
+            .expect("zstd compress in memory")
+    });
+    if out.len() < data.len() {
+        (out, Compression::Zstd)
+    } else {
+        (data.to_vec(), Compression::None)
+    }
 }
 
 impl Packer {
@@ -357,26 +347,24 @@ impl Packer {
             .expect("token channel lives as long as the packer");
         let me = self.clone();
         compress_pool().spawn(move || {
+            let (payload, compression) = compress(&frame, me.level);
             let raw_length = frame.len() as u32;
-            let placed = with_compressed(&frame, me.level, |payload, compression| {
-                me.place(CompressedFrame {
-                    payload,
-                    raw_length,
-                    compression,
-                    blobs,
-                })
-            });
-            if let Err(e) = placed {
-                me.error.lock().unwrap().get_or_insert(e);
-            }
             let mut frame = frame;
             frame.clear();
             me.spare_frames.lock().unwrap().push(frame);
+            if let Err(e) = me.place(CompressedFrame {
+                payload,
+                raw_length,
+                compression,
+                blobs,
+            }) {
+                me.error.lock().unwrap().get_or_insert(e);
+            }
             me.tokens.0.send(()).expect("token channel");
         });
     }
 
-    fn place(&self, f: CompressedFrame<'_>) -> Result<()> {
+    fn place(&self, f: CompressedFrame) -> Result<()> {
         let finished = {
             let mut st = self.state.lock().unwrap();
             let pack = st.pack.get_or_insert_with(|| {
@@ -394,7 +382,7 @@ impl Packer {
             let nonce = pack.frames.len() as u64;
             let offset = pack.buf.len();
             pack.cipher
-                .seal_into(nonce, NonceDomain::Frame, f.payload, &[], &mut pack.buf);
+                .seal_into(nonce, NonceDomain::Frame, &f.payload, &[], &mut pack.buf);
             pack.frames.push(FrameEntry {
                 offset: offset as u64,
                 length: (pack.buf.len() - offset) as u32,
