@@ -6,9 +6,9 @@
 //! - the whole backup runs under `SCHED_BATCH`, Linux's policy for
 //!   non-interactive CPU work: a waking backup thread no longer preempts the
 //!   server process that is producing the dump, it waits for the next tick.
-//!   Measured on the postgres bench (2 cores, five interleaved A/B runs of
+//!   Measured on the postgres bench (2 cores, six interleaved A/B runs of
 //!   14–30 turns): the overhead over `pg_dump` alone fell from +7.3–11.5% to
-//!   +2.7–8.2% (4–7 points in four runs, 1 in one), and salvor's own CPU by
+//!   +2.7–8.2% (4–7 points in five runs, 1 in one), and salvor's own CPU by
 //!   5–9%, from fewer context switches;
 //! - the threads that compress frames run a few nice levels below the rest:
 //!   frames can wait in their bounded queue while the dump tool gets a core.
