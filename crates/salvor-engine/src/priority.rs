@@ -71,8 +71,10 @@ mod tests {
                 let rest = &stat[stat.rfind(')').unwrap() + 2..];
                 rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
             };
-            let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            assert_eq!(policy(&own), libc::SCHED_BATCH as u32);
+            let own = || std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            assert_eq!(policy(&own()), libc::SCHED_BATCH as u32);
+            let thread = std::thread::spawn(own).join().unwrap();
+            assert_eq!(policy(&thread), libc::SCHED_BATCH as u32, "{thread}");
             let child = std::process::Command::new("sh")
                 .args(["-c", "cat /proc/$$/stat"])
                 .output()
