@@ -9,7 +9,7 @@
 //!   Measured on the postgres bench (2 cores, six interleaved A/B runs of
 //!   14–30 turns): the overhead over `pg_dump` alone fell from +7.3–11.5% to
 //!   +2.7–8.2% (4–7 points in five runs, 1 in one), and salvor's own CPU by
-//!   5–9%, from fewer context switches;
+//!   4–10%, from fewer context switches;
 //! - the threads that compress frames run a few nice levels below the rest:
 //!   frames can wait in their bounded queue while the dump tool gets a core.
 //!
