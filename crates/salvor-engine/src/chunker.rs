@@ -1,8 +1,9 @@
-//! Content-defined chunking (FastCDC 2020) with a secret gear table.
+//! Content-defined chunking: FastCDC 2020 with a secret gear table, or
+//! row-aligned cut points for text streams ([`lines`]).
 //!
 //! We use the `fastcdc` crate's cut-point function with a gear table XORed with
 //! the repository's secret 64-bit seed, so chunk boundaries (and so chunk sizes)
-//! do not fingerprint known files. The crate's own `StreamCDC` allocates a new
+//! do not fingerprint known files; the row rule keys its line hash the same way. The crate's own `StreamCDC` allocates a new
 //! `Vec` per chunk; [`ChunkReader`] instead hands out slices of one reusable
 //! buffer, which matters at tens of thousands of chunks per second.
 
@@ -11,10 +12,13 @@ use std::sync::Arc;
 
 use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 
+mod lines;
+
+use crate::format::config::{ChunkerParams, CutRule};
+use lines::LineCut;
+
 /// First buffer size for a new reader.
 const INITIAL_BUFFER: usize = 128 * 1024;
-
-use crate::format::config::ChunkerParams;
 
 /// Cut-point parameters plus the seeded gear tables; cheap to clone.
 #[derive(Clone)]
@@ -23,6 +27,7 @@ pub struct Chunker {
     mask_s: u64,
     mask_l: u64,
     gear: Arc<(Vec<u64>, Vec<u64>)>,
+    lines: Option<Arc<LineCut>>,
 }
 
 impl Chunker {
@@ -35,6 +40,10 @@ impl Chunker {
             mask_s,
             mask_l,
             gear: Arc::new((g.into_owned(), gls.into_owned())),
+            lines: (params.cut == CutRule::Lines).then(|| {
+                let [min, avg, max] = [params.min, params.avg, params.max].map(|v| v as usize);
+                Arc::new(LineCut::new(min, avg, max, seed))
+            }),
         }
     }
 
@@ -48,6 +57,12 @@ impl Chunker {
     pub fn next_cut(&self, data: &[u8], eof: bool) -> Option<usize> {
         if data.is_empty() || (!eof && data.len() < self.params.max as usize) {
             return None;
+        }
+        if data.len() <= self.params.min as usize {
+            return Some(data.len());
+        }
+        if let Some(len) = self.lines.as_ref().and_then(|l| l.cut(data)) {
+            return Some(len);
         }
         let (_, len) = cut_gear(
             data,
@@ -174,7 +189,32 @@ mod tests {
             min: 2048,
             avg: 8192,
             max: 32768,
+            cut: CutRule::Gear,
         }
+    }
+
+    fn line_params() -> ChunkerParams {
+        ChunkerParams {
+            cut: CutRule::Lines,
+            ..params()
+        }
+    }
+
+    /// Text like a dump: rows of 20 to 275 printable bytes, one per line.
+    fn rows(n: usize) -> Vec<u8> {
+        let noise = data(n);
+        let mut out = Vec::with_capacity(n);
+        let mut i = 0;
+        while out.len() < n {
+            let len = 20 + noise[i % n] as usize;
+            for k in 0..len {
+                out.push(b'a' + noise[(i + k * 7 + 1) % n] % 26);
+            }
+            out.push(b'\n');
+            i += 1;
+        }
+        out.truncate(n);
+        out
     }
 
     fn data(n: usize) -> Vec<u8> {
@@ -241,10 +281,61 @@ mod tests {
 
     #[test]
     fn seed_changes_boundaries() {
-        let d = data(1 << 20);
-        assert_ne!(
-            chunks(&Chunker::new(params(), 1), &d),
-            chunks(&Chunker::new(params(), 2), &d)
+        for (p, d) in [(params(), data(1 << 20)), (line_params(), rows(1 << 20))] {
+            assert_ne!(
+                chunks(&Chunker::new(p, 1), &d),
+                chunks(&Chunker::new(p, 2), &d)
+            );
+        }
+    }
+
+    #[test]
+    fn line_rule_cuts_after_newlines_near_the_average() {
+        let c = Chunker::new(line_params(), 42);
+        let d = rows(4 << 20);
+        let cs = chunks(&c, &d);
+        assert_eq!(cs.concat(), d);
+        assert_eq!(cs, chunks(&c, &d), "deterministic");
+        for ch in &cs[..cs.len() - 1] {
+            assert!((2048..=32768).contains(&ch.len()), "chunk of {}", ch.len());
+        }
+        // Only where no line cut in [min, max] (e^-5 of chunks here) does
+        // the gear decide.
+        let mid_line = cs.iter().filter(|ch| ch.last() != Some(&b'\n')).count();
+        assert!(
+            mid_line * 50 <= cs.len(),
+            "{mid_line} of {} cut mid-line",
+            cs.len()
         );
+        // The mean is about avg plus half a line: each byte past min cuts
+        // with probability 1 / (avg - min).
+        let mean = d.len() / cs.len();
+        assert!((7000..10000).contains(&mean), "mean {mean}");
+    }
+
+    #[test]
+    fn line_rule_resyncs_after_an_edited_row() {
+        let c = Chunker::new(line_params(), 7);
+        let d = rows(1 << 20);
+        let mut e = d.clone();
+        // Lengthen one row in the middle, as an UPDATE does.
+        let at = 500_000 + memchr::memchr(b'\n', &d[500_000..]).unwrap();
+        e.splice(at..at, b" changed".iter().copied());
+        let a: std::collections::HashSet<_> = chunks(&c, &d).into_iter().collect();
+        let b = chunks(&c, &e);
+        let shared = b.iter().filter(|x| a.contains(*x)).count();
+        assert!(
+            shared + 2 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
+    }
+
+    #[test]
+    fn line_rule_falls_back_to_the_gear_without_newlines() {
+        let d: Vec<u8> = data(1 << 20).iter().map(|b| b | 0x80).collect();
+        let by_lines = chunks(&Chunker::new(line_params(), 9), &d);
+        assert_eq!(by_lines, chunks(&Chunker::new(params(), 9), &d));
+        assert!(by_lines.len() > 30, "{} chunks", by_lines.len());
     }
 }

@@ -68,6 +68,32 @@ struct UploadShared {
     /// written, and the whole pipeline stops early (the backup fails at commit).
     failed: Arc<std::sync::atomic::AtomicBool>,
     stored: std::sync::atomic::AtomicU64,
+    spare_packs: Arc<SparePacks>,
+}
+
+/// Pack buffers handed back once written. A fresh 16 MiB buffer faults in
+/// (and the kernel zeroes) a page per 4 KiB sealed into it: half the page
+/// faults of a stream backup, ~5% of its CPU.
+#[derive(Default)]
+struct SparePacks(Mutex<Vec<Vec<u8>>>);
+
+impl SparePacks {
+    /// Kept beyond this, a spare only adds to resident memory.
+    const MAX: usize = 2;
+
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self.0.lock().unwrap().pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut spares = self.0.lock().unwrap();
+        if spares.len() < Self::MAX && buf.capacity() > 0 {
+            spares.push(buf);
+        }
+    }
 }
 
 impl UploadShared {
@@ -104,6 +130,7 @@ impl Uploader {
             error: Mutex::new(None),
             stored: Default::default(),
             failed: Arc::default(),
+            spare_packs: Arc::default(),
         });
         let threads = (0..threads.max(1))
             .map(|_| {
@@ -122,7 +149,8 @@ impl Uploader {
                                 &p.id.to_hex(),
                                 p.data,
                             );
-                            let res = res.and_then(|()| {
+                            let res = res.and_then(|buf| {
+                                shared.spare_packs.give(buf);
                                 shared
                                     .stored
                                     .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
@@ -223,6 +251,7 @@ pub struct Packer {
     /// The uploader's failure flag: once set, new blobs are not packed.
     failed: Arc<std::sync::atomic::AtomicBool>,
     tokens: (Sender<()>, Receiver<()>),
+    spare_packs: Arc<SparePacks>,
     /// Frame buffers handed back after compression. Reusing them keeps a
     /// backup from faulting in (and the kernel from zeroing) a fresh 1 MiB
     /// buffer per frame, which cost ~10% of a stream backup's CPU.
@@ -295,6 +324,7 @@ impl Packer {
             failed: uploader.failed_flag(),
             tokens,
             spare_frames: Mutex::new(Vec::new()),
+            spare_packs: uploader.shared.spare_packs.clone(),
             error: Mutex::new(None),
             stats: Mutex::new(PackStats::default()),
         })
@@ -369,7 +399,7 @@ impl Packer {
             let mut st = self.state.lock().unwrap();
             let pack = st.pack.get_or_insert_with(|| {
                 let (prefix, salt) = format::new_prefix(ObjectKind::Pack);
-                let mut buf = Vec::with_capacity(self.pack_target + self.frame_target);
+                let mut buf = self.spare_packs.take(self.pack_target + self.frame_target);
                 buf.extend_from_slice(&prefix);
                 OpenPack {
                     prefix,

@@ -409,6 +409,7 @@ fn small_packs() -> InitOptions {
         min: 16 * 1024,
         avg: 64 * 1024,
         max: 256 * 1024,
+        cut: salvor_engine::format::config::CutRule::Gear,
     };
     o.config.frame_target = 64 * 1024;
     o.config.pack_target = 256 * 1024;
@@ -598,4 +599,30 @@ fn a_storage_failure_stops_the_backup_early() {
         "kept reading {read} of {total} bytes after the disk filled up"
     );
     assert!(repo.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn local_writes_hand_the_pack_buffer_back_for_reuse() {
+    use salvor_engine::backend::{Backend, FileType};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(&dir.path().join("repo"));
+    backend.create().unwrap();
+    let mut data = Vec::with_capacity(1 << 20);
+    data.extend_from_slice(&content(3, 300_000, false));
+    let (ptr, capacity) = (data.as_ptr(), data.capacity());
+    let back = backend
+        .write_owned(FileType::Pack, &"ab".repeat(32), data.clone())
+        .unwrap();
+    assert!(back.capacity() > 0, "the buffer was not handed back");
+    let again = backend
+        .write_owned(FileType::Pack, &"cd".repeat(32), data)
+        .unwrap();
+    // The same allocation, not a copy: a copy would fault in fresh pages.
+    assert_eq!((again.as_ptr(), again.capacity()), (ptr, capacity));
+    assert_eq!(again.len(), 300_000);
+    assert_eq!(back.len(), 300_000);
+    assert_eq!(
+        backend.read(FileType::Pack, &"cd".repeat(32)).unwrap(),
+        again
+    );
 }

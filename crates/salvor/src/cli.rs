@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use output::outln;
+use salvor_engine::format::config::{ChunkerParams, CutRule};
 use salvor_engine::{Error, ErrorKind, Repository};
 
 /// Exit code when a backup was saved but some files could not be read.
@@ -257,9 +258,20 @@ pub struct InitArgs {
     /// unchanged data between two days' dumps.
     #[arg(long, value_parser = parse_size)]
     stream_chunk_size: Option<u32>,
+    /// Where streams may be cut: `lines` (default) only at line ends, which
+    /// suits SQL and JSON dumps; `gear` anywhere, for binary streams.
+    #[arg(long, value_enum, default_value_t = StreamCut::Lines)]
+    stream_cut: StreamCut,
     /// zstd level for new data (1 fastest … 19 smallest; default 3).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: Option<i32>,
+}
+
+/// Cut rule for streams, as `init --stream-cut` spells it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum StreamCut {
+    Lines,
+    Gear,
 }
 
 /// Parses `4096`, `16K`, `1M`.
@@ -279,12 +291,16 @@ fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
     let backend = salvor_engine::backend::open_url(g.location()?)?;
     let mut opts = salvor_engine::repo::InitOptions::default();
     if let Some(avg) = a.file_chunk_size {
-        opts.config.file_chunker = salvor_engine::format::config::ChunkerParams::for_files(avg)?;
+        opts.config.file_chunker = ChunkerParams::for_files(avg)?;
     }
-    if let Some(avg) = a.stream_chunk_size {
-        opts.config.stream_chunker =
-            salvor_engine::format::config::ChunkerParams::for_streams(avg)?;
-    }
+    let cut = match a.stream_cut {
+        StreamCut::Lines => CutRule::Lines,
+        StreamCut::Gear => CutRule::Gear,
+    };
+    let stream_avg = a
+        .stream_chunk_size
+        .unwrap_or(opts.config.stream_chunker.avg);
+    opts.config.stream_chunker = ChunkerParams::for_streams(stream_avg, cut)?;
     if let Some(level) = a.compression {
         opts.config.compression_level = level;
     }

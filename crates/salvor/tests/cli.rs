@@ -527,6 +527,38 @@ fn init_creates_a_repository_and_refuses_to_overwrite_it() {
 }
 
 #[test]
+fn init_picks_the_stream_cut_rule_and_both_round_trip() {
+    use salvor_engine::format::config::{ChunkerParams, CutRule};
+    let data = mixed(5, 3 << 20);
+    for (args, want) in [
+        (
+            vec!["init"],
+            ChunkerParams::for_streams(4096, CutRule::Lines),
+        ),
+        (
+            vec!["init", "--stream-cut", "gear", "--stream-chunk-size", "8K"],
+            ChunkerParams::for_streams(8192, CutRule::Gear),
+        ),
+    ] {
+        let w = World::new();
+        let args: Vec<&dyn AsRef<OsStr>> = args.iter().map(|a| a as &dyn AsRef<OsStr>).collect();
+        w.ok(&args);
+        assert_eq!(w.open().config().stream_chunker, want.unwrap());
+        let out = w
+            .cmd()
+            .args(["backup", "--stdin", "--stdin-name", "db.sql"])
+            .write_stdin(data.clone())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(w.ok(&[&"dump", &"latest", &"db.sql"]).stdout == data);
+    }
+    let w = World::new();
+    let out = w.fails(&[&"init", &"--stream-cut", &"bytes"], 2);
+    assert!(stderr(&out).contains("lines"), "{}", show(&out));
+}
+
+#[test]
 fn backup_and_restore_reproduce_the_tree_exactly() {
     let w = World::new();
     w.init();

@@ -224,21 +224,29 @@ impl Backend for OpendalBackend {
     }
 
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
-        self.write_owned(kind, name, data.to_vec())
+        self.write_owned(kind, name, data.to_vec()).map(drop)
     }
 
-    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
         let path = kind.path(name);
+        // OpenDAL takes a shared handle and drops it once written; the buffer
+        // comes back without a copy when no other handle is left.
+        let data = bytes::Bytes::from(data);
         self.op()?
-            .write(&path, data)
+            .write(&path, data.clone())
             .map_err(|e| od_err(format!("cannot write {path}"), e))?;
+        let data = if data.is_unique() {
+            Vec::from(data)
+        } else {
+            Vec::new()
+        };
         if let Some(root) = &self.local_root {
             let full = root.join(&path);
             if let Some(parent) = full.parent() {
                 Self::sync_dir(parent)?;
             }
         }
-        Ok(())
+        Ok(data)
     }
 
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
