@@ -503,10 +503,10 @@ fn store_nested(session: &Session, files: Vec<(Vec<u8>, Node)>, dirs: &mut u64) 
         here.push(d);
     }
     here.sort_by(|a, b| a.name.cmp(&b.name));
-    session.store(
-        BlobKind::Tree,
-        &crate::format::to_bytes(&Tree { nodes: here }),
-    )
+    // Encoded in its own statement, so the nodes (for a stream, its list of
+    // chunk ids: 32 bytes a chunk) are freed before the tree is packed.
+    let tree = crate::format::to_bytes(&Tree { nodes: here });
+    session.store(BlobKind::Tree, &tree)
 }
 
 /// Backs up one stream (stdin, a dump) as a file named `opts.name`.

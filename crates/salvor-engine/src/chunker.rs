@@ -265,18 +265,21 @@ mod tests {
 
     #[test]
     fn insertion_shifts_only_nearby_chunks() {
-        let c = Chunker::new(params(), 7);
-        let d = data(1 << 20);
-        let mut e = d.clone();
-        e.splice(500_000..500_000, b"inserted bytes".iter().copied());
-        let a: std::collections::HashSet<_> = chunks(&c, &d).into_iter().collect();
-        let b = chunks(&c, &e);
-        let shared = b.iter().filter(|x| a.contains(*x)).count();
-        assert!(
-            shared + 3 >= b.len(),
-            "{shared} of {} chunks shared",
-            b.len()
-        );
+        // Binary data too: under the lines rule its bytes 0x0a act as line ends.
+        for p in [params(), line_params()] {
+            let c = Chunker::new(p, 7);
+            let d = data(1 << 20);
+            let mut e = d.clone();
+            e.splice(500_000..500_000, b"inserted bytes".iter().copied());
+            let a: std::collections::HashSet<_> = chunks(&c, &d).into_iter().collect();
+            let b = chunks(&c, &e);
+            let shared = b.iter().filter(|x| a.contains(*x)).count();
+            assert!(
+                shared + 3 >= b.len(),
+                "{p:?}: {shared} of {} chunks shared",
+                b.len()
+            );
+        }
     }
 
     #[test]

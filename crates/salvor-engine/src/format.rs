@@ -156,7 +156,11 @@ pub fn decompress(data: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
 
 /// postcard encoding of a binary structure.
 pub fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("in-memory postcard encoding cannot fail")
+    // Sized first: a stream's tree holds 32 bytes per chunk (megabytes for a
+    // dump), and growing the Vec by doubling would hold up to three times that.
+    let size = postcard::experimental::serialized_size(value).unwrap_or(0);
+    postcard::to_extend(value, Vec::with_capacity(size))
+        .expect("in-memory postcard encoding cannot fail")
 }
 
 /// postcard decoding; `what` names the object in the error.
