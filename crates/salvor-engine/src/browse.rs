@@ -75,6 +75,9 @@ type Batch = (
     Vec<crate::index::BlobLocation>,
 );
 
+/// Blobs hashed side by side per rayon task when verifying.
+const VERIFY_BATCH: usize = 64;
+
 /// Fetches, decrypts, decompresses and verifies the frames of a batch of
 /// blobs on the rayon pool.
 fn decode_batch(reader: &BlobReader, batch: &[BlobId]) -> Result<Batch> {
@@ -95,13 +98,19 @@ fn decode_batch(reader: &BlobReader, batch: &[BlobId]) -> Result<Batch> {
         .par_iter()
         .map(|f| Ok((*f, reader.read_frame(*f)?)))
         .collect::<Result<_>>()?;
+    let data: Vec<&[u8]> = batch
+        .iter()
+        .zip(&locs)
+        .map(|(id, l)| {
+            blob_slice(&decoded, l)
+                .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))
+        })
+        .collect::<Result<_>>()?;
     batch
-        .par_iter()
-        .zip(locs.par_iter())
-        .try_for_each(|(id, l)| {
-            let data = blob_slice(&decoded, l)
-                .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
-            crate::repo::blobs::verify_blob(reader.repo().key(), id, data)
+        .par_chunks(VERIFY_BATCH)
+        .zip(data.par_chunks(VERIFY_BATCH))
+        .try_for_each(|(ids, data)| {
+            crate::repo::blobs::verify_blobs(reader.repo().key(), ids, data)
         })?;
     Ok((decoded, locs))
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId};
 use crate::index::{IdSet, Index};
-use crate::repo::blobs::verify_blob;
+use crate::repo::blobs::verify_blobs;
 use crate::repo::{BlobReader, Repository};
 
 /// Which packs `--read-data-subset` reads.
@@ -259,14 +259,20 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
             .get(f.offset as usize..end)
             .ok_or_else(|| Error::corrupt(format!("pack {}: frame {nonce} out of bounds", p.id)))?;
         let plain = crate::pack::decode_frame(repo.key(), &salt, &loc, ct, &p.id)?;
+        let data: Vec<&[u8]> = f
+            .blobs
+            .iter()
+            .map(|b| {
+                plain
+                    .get(b.offset as usize..b.offset as usize + b.length as usize)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("pack {}: blob {} out of frame bounds", p.id, b.id))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let ids: Vec<BlobId> = f.blobs.iter().map(|b| b.id).collect();
+        verify_blobs(repo.key(), &ids, &data).map_err(|e| e.context(format!("pack {}", p.id)))?;
         for b in &f.blobs {
-            let data = plain
-                .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(format!("pack {}: blob {} out of frame bounds", p.id, b.id))
-                })?;
-            verify_blob(repo.key(), &b.id, data)
-                .map_err(|e| e.context(format!("pack {}", p.id)))?;
             if !index.contains(&b.id) {
                 return Err(Error::corrupt(format!(
                     "pack {}: blob {} is missing from the index",

@@ -26,7 +26,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::index::IdMap;
 use crate::repo::BlobReader;
-use crate::repo::blobs::verify_blob;
+use crate::repo::blobs::verify_blobs;
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
@@ -448,21 +448,30 @@ impl WriteContext<'_> {
                 &span[s..s + loc.length as usize],
                 &info.id,
             )?;
-            let mut verified: Option<crate::id::BlobId> = None;
-            for (id, t) in targets {
-                let data = plain
-                    .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
-                    .ok_or_else(|| {
-                        Error::corrupt(format!(
-                            "blob {id} lies outside its frame in pack {}",
-                            info.id
-                        ))
-                    })?;
-                if verified != Some(id) {
-                    verify_blob(self.reader.repo().key(), &id, data)?;
-                    verified = Some(id);
+            let data: Vec<&[u8]> = targets
+                .iter()
+                .map(|(id, t)| {
+                    plain
+                        .get(t.blob_offset as usize..t.blob_offset as usize + t.length as usize)
+                        .ok_or_else(|| {
+                            Error::corrupt(format!(
+                                "blob {id} lies outside its frame in pack {}",
+                                info.id
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?;
+            // Every distinct blob once (a blob repeated in a row is hashed once).
+            let (mut ids, mut unique) = (Vec::new(), Vec::new());
+            for ((id, _), d) in targets.iter().zip(&data) {
+                if ids.last() != Some(id) {
+                    ids.push(*id);
+                    unique.push(*d);
                 }
-                if self.write(&t, data)? {
+            }
+            verify_blobs(self.reader.repo().key(), &ids, &unique)?;
+            for ((_, t), data) in targets.iter().zip(data) {
+                if self.write(t, data)? {
                     left_open.push(t.file);
                     if left_open.len() >= OPEN_PER_WORKER {
                         self.close(&mut left_open);

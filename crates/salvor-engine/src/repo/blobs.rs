@@ -138,8 +138,48 @@ pub fn validate_tree(id: &BlobId, tree: &Tree) -> Result<()> {
 /// # Errors
 /// [`ErrorKind::Corrupt`] naming the blob.
 pub fn verify_blob(key: &crate::crypto::MasterKey, id: &BlobId, data: &[u8]) -> Result<()> {
-    if key.blob_id(data) != *id {
-        return Err(Error::corrupt(format!("blob {id} does not match its hash")));
+    verify_blobs(key, std::slice::from_ref(id), &[data])
+}
+
+/// Checks that each of `data` hashes to the id beside it in `ids`. The ids
+/// are computed side by side ([`crate::crypto::MasterKey::blob_ids`]): for
+/// 4 KiB stream chunks, hashing them one at a time cost a restore ~30% more
+/// CPU than the gear-cut ~7 KB chunks did.
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] naming the first blob that does not match.
+pub fn verify_blobs(key: &crate::crypto::MasterKey, ids: &[BlobId], data: &[&[u8]]) -> Result<()> {
+    debug_assert_eq!(ids.len(), data.len());
+    let mut got = Vec::with_capacity(ids.len());
+    if let [one] = data {
+        got.push(key.blob_id(one));
+    } else {
+        key.blob_ids(data, &mut got);
     }
-    Ok(())
+    match ids.iter().zip(&got).find(|(want, got)| want != got) {
+        Some((id, _)) => Err(Error::corrupt(format!("blob {id} does not match its hash"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    #[test]
+    fn batch_verification_names_the_blob_that_does_not_match() {
+        let key = MasterKey::generate();
+        let blobs: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| i.to_le_bytes().repeat(1 + i as usize * 37))
+            .collect();
+        let data: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let mut ids: Vec<BlobId> = data.iter().map(|d| key.blob_id(d)).collect();
+        verify_blobs(&key, &ids, &data).unwrap();
+        verify_blob(&key, &ids[7], data[7]).unwrap();
+        ids.swap(41, 42);
+        let err = verify_blobs(&key, &ids, &data).unwrap_err().to_string();
+        assert!(err.contains(&ids[41].to_string()), "{err}");
+        assert!(verify_blob(&key, &ids[41], data[41]).is_err());
+    }
 }
