@@ -279,7 +279,9 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
-fn compress(data: &[u8], level: i32) -> (Vec<u8>, Compression) {
+/// `data` compressed, or `None` when that is not smaller (the frame is then
+/// stored as it is, without a copy).
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     let out = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -294,11 +296,7 @@ fn compress(data: &[u8], level: i32) -> (Vec<u8>, Compression) {
             .compress(data)
             .expect("zstd compress in memory")
     });
-    if out.len() < data.len() {
-        (out, Compression::Zstd)
-    } else {
-        (data.to_vec(), Compression::None)
-    }
+    (out.len() < data.len()).then_some(out)
 }
 
 impl Packer {
@@ -377,11 +375,16 @@ impl Packer {
             .expect("token channel lives as long as the packer");
         let me = self.clone();
         compress_pool().spawn(move || {
-            let (payload, compression) = compress(&frame, me.level);
             let raw_length = frame.len() as u32;
-            let mut frame = frame;
-            frame.clear();
-            me.spare_frames.lock().unwrap().push(frame);
+            let (payload, compression) = match compress(&frame, me.level) {
+                Some(out) => {
+                    let mut frame = frame;
+                    frame.clear();
+                    me.spare_frames.lock().unwrap().push(frame);
+                    (out, Compression::Zstd)
+                }
+                None => (frame, Compression::None),
+            };
             if let Err(e) = me.place(CompressedFrame {
                 payload,
                 raw_length,
