@@ -246,19 +246,22 @@ mod tests {
         out
     }
 
+    /// The chunks of `d`, checked: they concatenate to `d`, and every one but
+    /// the last lies within the test params' min and max.
+    fn checked_chunks(c: &Chunker, d: &[u8]) -> Vec<Vec<u8>> {
+        let cs = chunks(c, d);
+        assert_eq!(cs.concat(), d);
+        for ch in &cs[..cs.len() - 1] {
+            assert!((2048..=32768).contains(&ch.len()), "chunk of {}", ch.len());
+        }
+        cs
+    }
+
     #[test]
     fn chunks_concatenate_to_input_and_respect_bounds() {
         let c = Chunker::new(params(), 42);
         let d = data(1 << 20);
-        let cs = chunks(&c, &d);
-        assert_eq!(cs.concat(), d);
-        for ch in &cs[..cs.len() - 1] {
-            assert!(
-                ch.len() >= 2048 && ch.len() <= 32768,
-                "chunk of {}",
-                ch.len()
-            );
-        }
+        let cs = checked_chunks(&c, &d);
         let avg = d.len() / cs.len();
         assert!((4096..20000).contains(&avg), "average {avg}");
         assert!(chunks(&c, &[]).is_empty());
@@ -303,12 +306,8 @@ mod tests {
     fn line_rule_cuts_after_newlines_near_the_average() {
         let c = Chunker::new(line_params(), 42);
         let d = rows(4 << 20);
-        let cs = chunks(&c, &d);
-        assert_eq!(cs.concat(), d);
+        let cs = checked_chunks(&c, &d);
         assert_eq!(cs, chunks(&c, &d), "deterministic");
-        for ch in &cs[..cs.len() - 1] {
-            assert!((2048..=32768).contains(&ch.len()), "chunk of {}", ch.len());
-        }
         // Only where no line cut in [min, max] (e^-5 of chunks here) does
         // the gear decide.
         let mid_line = cs.iter().filter(|ch| ch.last() != Some(&b'\n')).count();

@@ -68,29 +68,38 @@ struct UploadShared {
     /// written, and the whole pipeline stops early (the backup fails at commit).
     failed: Arc<std::sync::atomic::AtomicBool>,
     stored: std::sync::atomic::AtomicU64,
-    spare_packs: Arc<SparePacks>,
+    /// Pack buffers, handed back once written.
+    spare_packs: Arc<Spares>,
 }
 
-/// Pack buffers handed back once written. A fresh 16 MiB buffer faults in
-/// (and the kernel zeroes) a page per 4 KiB sealed into it: half the page
-/// faults of a stream backup, ~5% of its CPU.
-#[derive(Default)]
-struct SparePacks(Mutex<Vec<Vec<u8>>>);
-
-impl SparePacks {
+/// Buffers handed back for reuse. A fresh buffer faults in (and the kernel
+/// zeroes) a page per 4 KiB written into it: fresh 1 MiB frames cost ~10% of
+/// a stream backup's CPU, fresh 16 MiB packs half its page faults.
+struct Spares {
+    list: Mutex<Vec<Vec<u8>>>,
     /// Kept beyond this, a spare only adds to resident memory.
-    const MAX: usize = 2;
+    max: usize,
+}
 
+impl Spares {
+    fn new(max: usize) -> Self {
+        Self {
+            list: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// An empty buffer with room for `capacity` bytes.
     fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = self.0.lock().unwrap().pop().unwrap_or_default();
+        let mut buf = self.list.lock().unwrap().pop().unwrap_or_default();
         buf.clear();
         buf.reserve(capacity);
         buf
     }
 
     fn give(&self, buf: Vec<u8>) {
-        let mut spares = self.0.lock().unwrap();
-        if spares.len() < Self::MAX && buf.capacity() > 0 {
+        let mut spares = self.list.lock().unwrap();
+        if spares.len() < self.max && buf.capacity() > 0 {
             spares.push(buf);
         }
     }
@@ -130,7 +139,7 @@ impl Uploader {
             error: Mutex::new(None),
             stored: Default::default(),
             failed: Arc::default(),
-            spare_packs: Arc::default(),
+            spare_packs: Arc::new(Spares::new(2)),
         });
         let threads = (0..threads.max(1))
             .map(|_| {
@@ -251,11 +260,9 @@ pub struct Packer {
     /// The uploader's failure flag: once set, new blobs are not packed.
     failed: Arc<std::sync::atomic::AtomicBool>,
     tokens: (Sender<()>, Receiver<()>),
-    spare_packs: Arc<SparePacks>,
-    /// Frame buffers handed back after compression. Reusing them keeps a
-    /// backup from faulting in (and the kernel from zeroing) a fresh 1 MiB
-    /// buffer per frame, which cost ~10% of a stream backup's CPU.
-    spare_frames: Mutex<Vec<Vec<u8>>>,
+    spare_packs: Arc<Spares>,
+    /// Frame buffers, handed back after compression.
+    spare_frames: Spares,
     error: Mutex<Option<Error>>,
     stats: Mutex<PackStats>,
 }
@@ -321,7 +328,8 @@ impl Packer {
             upload: Mutex::new(Some(uploader.sender())),
             failed: uploader.failed_flag(),
             tokens,
-            spare_frames: Mutex::new(Vec::new()),
+            // Never more frames than tokens exist at once.
+            spare_frames: Spares::new(in_flight + 1),
             spare_packs: uploader.shared.spare_packs.clone(),
             error: Mutex::new(None),
             stats: Mutex::new(PackStats::default()),
@@ -360,7 +368,7 @@ impl Packer {
     }
 
     fn take_frame(&self, st: &mut PackerState) -> (Vec<u8>, Vec<BlobEntry>) {
-        let spare = self.spare_frames.lock().unwrap().pop().unwrap_or_default();
+        let spare = self.spare_frames.take(0);
         (
             std::mem::replace(&mut st.frame, spare),
             std::mem::take(&mut st.blobs),
@@ -378,9 +386,7 @@ impl Packer {
             let raw_length = frame.len() as u32;
             let (payload, compression) = match compress(&frame, me.level) {
                 Some(out) => {
-                    let mut frame = frame;
-                    frame.clear();
-                    me.spare_frames.lock().unwrap().push(frame);
+                    me.spare_frames.give(frame);
                     (out, Compression::Zstd)
                 }
                 None => (frame, Compression::None),
