@@ -21,7 +21,8 @@ pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Visits every node below `tree` depth-first in name order. The visitor
-/// returns whether to descend into a directory.
+/// returns whether to descend into a directory. An explicit stack, not
+/// recursion, so a tree of any depth is walked on any thread.
 ///
 /// # Errors
 /// Unreadable trees, or the visitor's error.
@@ -31,13 +32,17 @@ pub fn walk(
     path: &[u8],
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
 ) -> Result<()> {
-    let t = reader.read_tree(tree)?;
-    for node in &t.nodes {
-        let p = join(path, &node.name);
-        if visit(&p, node)?
+    let mut stack = vec![(reader.read_tree(tree)?.nodes.into_iter(), path.to_vec())];
+    while let Some((nodes, dir)) = stack.last_mut() {
+        let Some(node) = nodes.next() else {
+            stack.pop();
+            continue;
+        };
+        let p = join(dir, &node.name);
+        if visit(&p, &node)?
             && let Some(sub) = &node.subtree
         {
-            walk(reader, sub, &p, visit)?;
+            stack.push((reader.read_tree(sub)?.nodes.into_iter(), p));
         }
     }
     Ok(())

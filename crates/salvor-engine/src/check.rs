@@ -117,7 +117,7 @@ pub fn check(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckResults> {
-    let _lock = repo.lock(false, "check")?;
+    let _lock = repo.lock_for_reading("check")?;
     let mut r = CheckResults::default();
     let mut index = Index::default();
     for (name, _) in repo.backend().list(FileType::Index)? {

@@ -94,6 +94,13 @@ impl Error {
         Self::new(ErrorKind::InvalidInput, message)
     }
 
+    /// The same error without its hint, for when a caller gives a better one.
+    #[must_use]
+    pub fn without_hint(mut self) -> Self {
+        self.hint = None;
+        self
+    }
+
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -106,17 +113,36 @@ impl Error {
 
     /// True when the root cause is ENOSPC.
     pub fn is_no_space(&self) -> bool {
+        self.has_os_error(&[libc::ENOSPC])
+    }
+
+    /// True when the storage refused a write because it is read-only here
+    /// (a read-only mount, or no write permission).
+    pub fn is_read_only(&self) -> bool {
+        self.has_os_error(&[libc::EROFS, libc::EACCES, libc::EPERM])
+    }
+
+    /// True when the root cause is one of these `errno` values. Causes that
+    /// crossed a library boundary as text (OpenDAL keeps the I/O error's
+    /// message only) are matched by the system's message for the code.
+    fn has_os_error(&self, codes: &[i32]) -> bool {
+        let texts: Vec<String> = codes
+            .iter()
+            .map(|&c| std::io::Error::from_raw_os_error(c).to_string())
+            .map(|t| t.split(" (os error").next().unwrap_or_default().to_string())
+            .collect();
         let mut cur: Option<&(dyn std::error::Error + 'static)> = self
             .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = cur {
             if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.raw_os_error() == Some(libc::ENOSPC)
+                && io.raw_os_error().is_some_and(|c| codes.contains(&c))
             {
                 return true;
             }
-            if e.to_string().contains("No space left on device") {
+            let msg = e.to_string();
+            if texts.iter().any(|t| msg.contains(t.as_str())) {
                 return true;
             }
             cur = e.source();

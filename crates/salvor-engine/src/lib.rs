@@ -24,6 +24,7 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod longpath;
 pub mod pack;
 pub mod priority;
 pub mod repair;

@@ -7,6 +7,10 @@
 //! Only each pack's clear prefix and encrypted header are read (three ranged
 //! reads), so this costs little even on object storage.
 //!
+//! A pack whose header cannot be read (truncated, a flipped bit) keeps the
+//! entries an old index file holds for it: its frames may well be intact,
+//! and repair never removes what is still readable.
+//!
 //! Order: new index files are written first and old ones deleted after, so a
 //! crash in between leaves duplicate entries (harmless), never a gap. The
 //! exclusive lock keeps backups out while the index is replaced.
@@ -20,6 +24,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::PackHeader;
 use crate::format::{self, ObjectKind, PREFIX_LEN};
 use crate::id::PackId;
+use crate::index::IdMap;
 use crate::repo::Repository;
 
 /// Packs per rebuilt index file.
@@ -32,8 +37,13 @@ pub struct RepairStats {
     pub packs_indexed: u64,
     /// Blobs in those packs.
     pub blobs: u64,
-    /// Packs left out, with the reason (unreadable header, bad name).
+    /// Packs left out, with the reason (unreadable header, bad name) and
+    /// no entry in any readable old index file to keep.
     pub packs_skipped: Vec<String>,
+    /// Packs whose header cannot be read but whose entries an old index
+    /// file still holds: kept, since their frames may well be readable
+    /// (`check --read-data` tells which are).
+    pub packs_kept_from_index: Vec<String>,
     /// Index files written.
     pub index_files_written: u64,
     /// Old index files removed.
@@ -84,6 +94,14 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    // What the old index says, from every file that still opens: a pack
+    // whose header is damaged keeps these entries rather than being dropped.
+    let mut previous: IdMap<PackId, IndexPack> = IdMap::default();
+    for name in &old {
+        if let Ok(f) = repo.read_index_file(name) {
+            previous.extend(f.packs.into_iter().map(|p| (p.id, p)));
+        }
+    }
     let packs = repo.backend().list(FileType::Pack)?;
     let read: Vec<(String, Result<IndexPack>)> = packs
         .par_iter()
@@ -98,7 +116,20 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
                 stats.blobs += p.frames.iter().map(|f| f.blobs.len() as u64).sum::<u64>();
                 entries.push(p);
             }
-            Err(e) => stats.packs_skipped.push(format!("{name}: {e}")),
+            Err(e) => match PackId::from_hex(&name)
+                .ok()
+                .and_then(|id| previous.remove(&id))
+            {
+                Some(p) => {
+                    stats.blobs += p.frames.iter().map(|f| f.blobs.len() as u64).sum::<u64>();
+                    stats.packs_kept_from_index.push(format!(
+                        "{name}: {} (kept its entries from the old index)",
+                        e.without_hint()
+                    ));
+                    entries.push(p);
+                }
+                None => stats.packs_skipped.push(format!("{name}: {e}")),
+            },
         }
     }
     entries.sort_by_key(|p| p.id);

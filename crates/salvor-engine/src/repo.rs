@@ -276,13 +276,39 @@ impl Repository {
         Ok((ok, bad))
     }
 
+    /// The newest snapshot that `matches`, or `None` when none does.
+    ///
+    /// A snapshot that cannot be read might be the newest one: choosing an
+    /// older one instead would silently restore stale data, so any damaged
+    /// snapshot makes this an error that names it.
+    ///
+    /// # Errors
+    /// A damaged snapshot; backend failures.
+    pub fn latest(&self, matches: impl Fn(&Snapshot) -> bool) -> Result<Option<SnapshotEntry>> {
+        let (ok, damaged) = self.snapshots_lenient()?;
+        if let Some(first) = damaged.into_iter().next() {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "cannot tell which snapshot is the latest: {}",
+                    first.without_hint()
+                ),
+            )
+            .hint(
+                "name the snapshot to use by its id (`salvor snapshots` lists the readable ones), \
+                 and run `salvor check` to see what is damaged",
+            ));
+        }
+        Ok(ok.into_iter().rev().find(|(_, s)| matches(s)))
+    }
+
     /// Resolves `latest`, a full id or a unique prefix.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] or an ambiguous prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            return self.snapshots_lenient()?.0.pop().ok_or_else(|| {
+            return self.latest(|_| true)?.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, "the repository has no snapshots")
                     .hint("run `salvor backup` first")
             });

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::index::IdMap;
+use crate::longpath;
 use crate::repo::BlobReader;
 use crate::repo::blobs::verify_blobs;
 
@@ -99,8 +100,8 @@ pub fn restore(
         .transpose()?;
     let excludes = ExcludeSet::new(&opts.excludes)?;
     // Into an empty target nothing needs removing first: skip one unlink per file.
-    let fresh = std::fs::read_dir(&opts.target).map_or(true, |mut d| d.next().is_none());
-    std::fs::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
+    let fresh = longpath::read_dir_names(&opts.target).map_or(true, |d| d.is_empty());
+    longpath::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
     let mut stats = RestoreStats::default();
     let mut dirs: Vec<Planned> = Vec::new();
     let mut files: Vec<Planned> = Vec::new();
@@ -161,10 +162,10 @@ pub fn restore(
         // file): replace it, or files below would be written through it,
         // possibly outside the target. Parents come before children, so
         // every directory on a path is checked before anything goes below it.
-        if !fresh && std::fs::symlink_metadata(&d.path).is_ok_and(|m| !m.is_dir()) {
-            std::fs::remove_file(&d.path).map_err(io("cannot replace", &d.path))?;
+        if !fresh && longpath::symlink_metadata(&d.path).is_ok_and(|m| !m.is_dir()) {
+            longpath::remove_file(&d.path).map_err(io("cannot replace", &d.path))?;
         }
-        std::fs::create_dir_all(&d.path).map_err(io("cannot create directory", &d.path))?;
+        longpath::create_dir_all(&d.path).map_err(io("cannot create directory", &d.path))?;
         stats.dirs += 1;
     }
     for o in &others {
@@ -173,8 +174,8 @@ pub fn restore(
     let meta = MetaContext::new();
     let links = write_files(reader, &files, fresh, &meta, progress, &mut stats)?;
     for (path, first) in links {
-        let _ = std::fs::remove_file(&path);
-        std::fs::hard_link(&first, &path).map_err(io("cannot create hard link", &path))?;
+        let _ = longpath::remove_file(&path);
+        longpath::hard_link(&first, &path).map_err(io("cannot create hard link", &path))?;
         stats.hardlinks += 1;
     }
     for p in others.iter() {
@@ -190,25 +191,24 @@ pub fn restore(
 }
 
 fn create_special(o: &Planned, fresh: bool, stats: &mut RestoreStats) -> Result<()> {
-    use nix::sys::stat::{Mode, SFlag, mknod};
+    use longpath::Special;
     if !fresh {
-        let _ = std::fs::remove_file(&o.path);
+        let _ = longpath::remove_file(&o.path);
     }
-    let mode = Mode::from_bits_truncate(o.node.mode);
     let res = match o.node.kind {
         NodeKind::Symlink => {
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&o.node.link_target), &o.path)
+            longpath::symlink(std::ffi::OsStr::from_bytes(&o.node.link_target), &o.path)
                 .map_err(io("cannot create symlink", &o.path))
         }
-        NodeKind::Fifo => nix::unistd::mkfifo(&o.path, mode)
-            .map_err(|e| Error::io("cannot create fifo", &o.path, e.into())),
+        NodeKind::Fifo => longpath::mknod(&o.path, Special::Fifo, o.node.mode, 0)
+            .map_err(io("cannot create fifo", &o.path)),
         NodeKind::BlockDevice | NodeKind::CharDevice => {
             let k = if o.node.kind == NodeKind::BlockDevice {
-                SFlag::S_IFBLK
+                Special::Block
             } else {
-                SFlag::S_IFCHR
+                Special::Char
             };
-            if let Err(e) = mknod(&o.path, k, mode, o.node.rdev) {
+            if let Err(e) = longpath::mknod(&o.path, k, o.node.mode, o.node.rdev) {
                 stats
                     .warnings
                     .push(format!("{}: cannot create device: {e}", o.path.display()));
@@ -265,33 +265,18 @@ impl MetaContext {
 
     /// By path, not following symlinks (directories, links, special files).
     fn apply_path(&self, p: &Planned) {
-        use nix::sys::stat::{UtimensatFlags, utimensat};
-        use nix::sys::time::TimeSpec;
         let n = &p.node;
         if self.root
-            && let Err(e) = std::os::unix::fs::lchown(&p.path, Some(n.uid), Some(n.gid))
+            && let Err(e) = longpath::lchown(&p.path, n.uid, n.gid)
         {
             self.warn(&p.path, "owner", e);
         }
-        if n.kind != NodeKind::Symlink {
-            use std::os::unix::fs::PermissionsExt;
-            if let Err(e) =
-                std::fs::set_permissions(&p.path, std::fs::Permissions::from_mode(n.mode))
-            {
-                self.warn(&p.path, "mode", e);
-            }
+        if n.kind != NodeKind::Symlink
+            && let Err(e) = longpath::chmod(&p.path, n.mode)
+        {
+            self.warn(&p.path, "mode", e);
         }
-        let t = TimeSpec::new(
-            n.mtime_ns.div_euclid(1_000_000_000),
-            n.mtime_ns.rem_euclid(1_000_000_000),
-        );
-        if let Err(e) = utimensat(
-            nix::fcntl::AT_FDCWD,
-            &p.path,
-            &t,
-            &t,
-            UtimensatFlags::NoFollowSymlink,
-        ) {
+        if let Err(e) = longpath::set_times_nofollow(&p.path, n.mtime_ns) {
             self.warn(&p.path, "times", e);
         }
     }
@@ -321,13 +306,9 @@ type FrameTargets = IdMap<u32, Vec<(crate::id::BlobId, Target)>>;
 
 fn create_file(p: &Planned, fresh: bool) -> Result<std::fs::File> {
     if !fresh {
-        let _ = std::fs::remove_file(&p.path);
+        let _ = longpath::remove_file(&p.path);
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&p.path)
-        .map_err(io("cannot create", &p.path))
+    longpath::create_new(&p.path).map_err(io("cannot create", &p.path))
 }
 
 /// Writes all file content; returns hardlinks to make (path, first path).
@@ -491,10 +472,7 @@ impl WriteContext<'_> {
         let opened = slot.file.is_none();
         if opened {
             slot.file = Some(if slot.created {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p.path)
-                    .map_err(io("cannot open", &p.path))?
+                longpath::open_write(&p.path).map_err(io("cannot open", &p.path))?
             } else {
                 create_file(p, self.fresh)?
             });

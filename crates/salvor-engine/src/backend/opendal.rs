@@ -5,6 +5,15 @@
 //! For local disk OpenDAL already writes to a temporary file, fsyncs it and
 //! renames it into place (`atomic_write_dir`); it does not fsync the directory,
 //! so this provider adds that, completing the durability contract.
+//!
+//! Local repositories are private: directories 0700 and files 0600 whatever
+//! the umask (key files let anyone who can read them guess passwords
+//! offline). To share one with a group, give the repository directory group
+//! bits (`chmod g+rx` to read, `g+rwx` to also write); new files and
+//! directories then get the same group bits, as restic does.
+//!
+//! Only remote stores retry: a local disk's errors (full, read-only, no
+//! permission) do not go away by waiting, and each retry cost seconds.
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +31,68 @@ pub struct OpendalBackend {
     op: std::sync::OnceLock<blocking::Operator>,
     /// Root directory for local repositories: directory fsyncs and `create`.
     local_root: Option<PathBuf>,
+    /// Modes of new local files and directories, from the root's group bits.
+    modes: std::sync::OnceLock<Modes>,
     // Keeps the runtime alive as long as the operator; dropped last.
     _runtime: tokio::runtime::Runtime,
+}
+
+/// Permission bits for what a local repository creates.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    file: u32,
+    dir: u32,
+}
+
+impl Modes {
+    /// Private, plus the group bits (read, or read and write) the
+    /// repository directory has.
+    fn from_root(root_mode: u32) -> Self {
+        let (file, dir) = match root_mode & 0o070 {
+            g if g & 0o020 != 0 => (0o660, 0o770),
+            g if g & 0o040 != 0 => (0o640, 0o750),
+            _ => (0o600, 0o700),
+        };
+        Self { file, dir }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("cannot set the mode of {}", path.display()),
+        )
+        .source(e)
+    })
+}
+
+/// Retries of a remote store are logged once at warning level (the first)
+/// and then at debug level, so an outage is one line, not dozens.
+#[derive(Default)]
+struct RetryLog {
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl opendal::layers::RetryInterceptor for RetryLog {
+    fn intercept(&self, event: opendal::layers::RetryEvent<'_>) {
+        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(
+                "retrying {} (attempt {}): {}",
+                event.op,
+                event.attempt,
+                event.err
+            );
+        } else {
+            tracing::warn!(
+                "the repository storage failed, retrying {} in {:.1}s: {}",
+                event.op,
+                event.retry_after.as_secs_f64(),
+                event.err
+            );
+        }
+    }
 }
 
 fn od_err(what: String, e: opendal::Error) -> Error {
@@ -55,6 +124,8 @@ impl OpendalBackend {
             .map_err(|e| Error::new(ErrorKind::Io, "cannot start the I/O runtime").source(e))?;
         let _guard = runtime.enter();
         let op = if let Some(rest) = url.strip_prefix("s3://") {
+            // The process-wide HTTP client OpenDAL's S3 service sends through.
+            opendal::install_default();
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut b = services::S3::default()
                 .bucket(bucket)
@@ -72,9 +143,25 @@ impl OpendalBackend {
             let (user, host) = auth
                 .split_once('@')
                 .map_or((None, auth), |(u, h)| (Some(u), h));
+            // `ssh://` form, so that a `:PORT` is a port, not part of the host name.
             let mut b = services::Sftp::default()
-                .endpoint(host)
+                .endpoint(&format!("ssh://{host}"))
                 .root(&format!("/{path}"));
+            if let Ok(k) = std::env::var("SALVOR_SFTP_KNOWN_HOSTS") {
+                // ssh's own StrictHostKeyChecking: strict (yes), accept-new, or off (no).
+                let strategy = match k.as_str() {
+                    "strict" | "yes" => "strict",
+                    "accept-new" => "add",
+                    "off" | "no" => "accept",
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "invalid SALVOR_SFTP_KNOWN_HOSTS {k:?}"
+                        ))
+                        .hint("use strict, accept-new or off"));
+                    }
+                };
+                b = b.known_hosts_strategy(strategy);
+            }
             if let Some(u) = user {
                 b = b.user(u);
             }
@@ -100,22 +187,38 @@ impl OpendalBackend {
                 location: url.to_string(),
                 op: Default::default(),
                 local_root: Some(root),
+                modes: Default::default(),
                 _runtime: runtime,
             });
         };
-        let op = Self::finish(op)?;
+        let op = op.layer(
+            RetryLayer::new()
+                .with_max_times(4)
+                .with_jitter()
+                .with_notify(RetryLog::default()),
+        );
+        let op = Self::blocking(op)?;
         drop(_guard);
         Ok(Self {
             location: url.to_string(),
             op: op.into(),
             local_root: None,
+            modes: Default::default(),
             _runtime: runtime,
         })
     }
 
-    fn finish(op: Operator) -> Result<blocking::Operator> {
-        let op = op.layer(RetryLayer::new().with_max_times(4).with_jitter());
+    fn blocking(op: Operator) -> Result<blocking::Operator> {
         blocking::Operator::new(op).map_err(|e| od_err("cannot create the backend".into(), e))
+    }
+
+    /// Modes for new local files and directories (see the module docs).
+    fn modes(&self, root: &Path) -> Modes {
+        *self.modes.get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(root).map_or(0o700, |m| m.permissions().mode());
+            Modes::from_root(mode)
+        })
     }
 
     /// The operator; for a local repository, built on first use once its directory exists.
@@ -139,7 +242,7 @@ impl OpendalBackend {
             .atomic_write_dir(&root.join("tmp").to_string_lossy());
         let op = Operator::new(b)
             .map_err(|e| od_err(format!("invalid local location {}", self.location), e))?;
-        let op = Self::finish(op)?;
+        let op = Self::blocking(op)?;
         Ok(self.op.get_or_init(|| op))
     }
 
@@ -242,6 +345,7 @@ impl Backend for OpendalBackend {
         };
         if let Some(root) = &self.local_root {
             let full = root.join(&path);
+            set_mode(&full, self.modes(root).file)?;
             if let Some(parent) = full.parent() {
                 Self::sync_dir(parent)?;
             }
@@ -260,10 +364,19 @@ impl Backend for OpendalBackend {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
+        // A directory made here is private; one the user made keeps its mode,
+        // whose group bits then decide what everything inside gets.
+        if !root.exists() {
+            std::fs::create_dir_all(root)
+                .map_err(|e| Error::io("cannot create directory", root, e))?;
+            set_mode(root, 0o700)?;
+        }
+        let dir_mode = self.modes(root).dir;
         let mk = |p: PathBuf| {
-            std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create directory", &p, e))
+            std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create directory", &p, e))?;
+            set_mode(&p, dir_mode)
         };
-        for d in ["keys", "index", "snapshots", "locks", "tmp"] {
+        for d in ["keys", "index", "snapshots", "locks", "tmp", "data"] {
             mk(root.join(d))?;
         }
         // Fan-out directories exist up front, so a pack write never creates a

@@ -31,11 +31,7 @@ pub(super) fn run(session: &Session, chunker: &Chunker, jobs: Receiver<Job>) {
 /// FIFO put in its place cannot block the open (`O_NOFOLLOW | O_NONBLOCK`),
 /// and the opened object must be the same regular file (device and inode).
 fn open_same_file(job: &Job) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&job.path)?;
+    let file = crate::longpath::open_read_nofollow(&job.path)?;
     let m = file.metadata()?;
     if !m.is_file() || m.ino() != job.node.inode || m.dev() != job.node.device {
         return Err(std::io::Error::other(

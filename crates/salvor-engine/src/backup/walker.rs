@@ -15,6 +15,7 @@ use super::Session;
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
+use crate::longpath;
 use crate::repo::BlobReader;
 
 /// Compiled exclude patterns.
@@ -115,6 +116,14 @@ pub fn node_from_metadata(name: &[u8], m: &std::fs::Metadata) -> Node {
     n
 }
 
+/// A directory being walked: its remaining entries, and the parent
+/// snapshot's tree of it for change detection.
+struct OpenDir {
+    path: PathBuf,
+    names: std::vec::IntoIter<OsString>,
+    sub: Option<Tree>,
+}
+
 /// Counts kept by the walker.
 #[derive(Default)]
 pub(super) struct WalkCounts {
@@ -188,54 +197,85 @@ impl Walker<'_> {
         }
     }
 
+    /// Visits one entry; a directory is walked whole before this returns,
+    /// with an explicit stack rather than recursion, so no depth a file
+    /// system allows can overflow the thread's stack.
     fn walk_entry(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>) {
-        if self.excludes.is_excluded(path, name) {
+        let Some(dir) = self.visit(path, name, parent) else {
             return;
-        }
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) => return self.session.warn(format!("{}: {e}", path.display())),
         };
-        let mut node = node_from_metadata(name.as_bytes(), &meta);
-        match node.kind {
-            NodeKind::Dir => self.walk_dir(path, node, parent),
-            NodeKind::File => self.walk_file(path, node, parent),
-            NodeKind::Symlink => {
-                match std::fs::read_link(path) {
-                    Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
-                    Err(e) => return self.session.warn(format!("{}: {e}", path.display())),
-                }
-                self.emit(Event::Entry(node));
+        let mut stack = vec![dir];
+        while let Some(top) = stack.last_mut() {
+            let next = if self.session.aborted() {
+                None
+            } else {
+                top.names.next()
+            };
+            let Some(n) = next else {
+                stack.pop();
+                self.emit(Event::Leave);
+                continue;
+            };
+            let path = top.path.join(&n);
+            let pn = top.sub.as_ref().and_then(|t| t.find(n.as_bytes()));
+            let opened = self.visit(&path, &n, pn);
+            if let Some(dir) = opened {
+                stack.push(dir);
             }
-            _ => self.emit(Event::Entry(node)),
         }
     }
 
-    fn walk_dir(&mut self, path: &Path, node: Node, parent: Option<&Node>) {
+    /// Emits one entry's event; for a directory, emits `Enter` and returns
+    /// what walking its contents needs (the caller emits `Leave`).
+    fn visit(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Option<OpenDir> {
+        if self.excludes.is_excluded(path, name) {
+            return None;
+        }
+        let meta = match longpath::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.session.warn(format!("{}: {e}", path.display()));
+                return None;
+            }
+        };
+        let mut node = node_from_metadata(name.as_bytes(), &meta);
+        match node.kind {
+            NodeKind::Dir => return Some(self.open_dir(path, node, parent)),
+            NodeKind::File => self.walk_file(path, node, parent),
+            NodeKind::Symlink => match longpath::read_link(path) {
+                Ok(t) => {
+                    node.link_target = t.as_os_str().as_bytes().to_vec();
+                    self.emit(Event::Entry(node));
+                }
+                Err(e) => self.session.warn(format!("{}: {e}", path.display())),
+            },
+            _ => self.emit(Event::Entry(node)),
+        }
+        None
+    }
+
+    fn open_dir(&mut self, path: &Path, node: Node, parent: Option<&Node>) -> OpenDir {
         self.counts.dirs += 1;
         self.emit(Event::Enter(node));
         let sub = self.subtree(parent);
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                let mut names: Vec<OsString> = Vec::new();
-                for e in rd {
+        let mut names: Vec<OsString> = Vec::new();
+        match longpath::read_dir_names(path) {
+            Ok(entries) => {
+                for e in entries {
                     match e {
-                        Ok(e) => names.push(e.file_name()),
+                        Ok(n) => names.push(n),
                         Err(e) => self.session.warn(format!("{}: {e}", path.display())),
                     }
-                }
-                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                for n in names {
-                    if self.session.aborted() {
-                        break;
-                    }
-                    let pn = sub.as_ref().and_then(|t| t.find(n.as_bytes()));
-                    self.walk_entry(&path.join(&n), &n, pn);
                 }
             }
             Err(e) => self.session.warn(format!("{}: {e}", path.display())),
         }
-        self.emit(Event::Leave);
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        OpenDir {
+            path: path.to_path_buf(),
+            names: names.into_iter(),
+            sub,
+        }
     }
 
     fn walk_file(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) {

@@ -50,33 +50,57 @@ impl LockFile {
     }
 }
 
+/// The locks in storage.
+#[derive(Default)]
+pub struct Locks {
+    /// Locks that open, with their names.
+    pub readable: Vec<(String, LockFile)>,
+    /// Lock objects that do not open (damaged, or not written with this
+    /// repository's key), with the reason. Such a lock cannot be proven to
+    /// belong to a live process, so it counts as stale: it blocks nothing,
+    /// and `unlock` removes it.
+    pub unreadable: Vec<(String, Error)>,
+}
+
 impl Repository {
-    /// Every readable lock with its name.
+    /// Every lock in storage, readable or not.
     ///
     /// # Errors
-    /// Backend failures.
-    pub fn locks(&self) -> Result<Vec<(String, LockFile)>> {
-        let mut out = Vec::new();
+    /// Backend failures other than a lock vanishing between list and read.
+    pub fn locks(&self) -> Result<Locks> {
+        let mut out = Locks::default();
         for (name, _) in self.backend().list(FileType::Lock)? {
-            // A lock removed between list and read is simply gone; any other
-            // failure must not be mistaken for "no lock".
             let plain = match self.read_doc(FileType::Lock, ObjectKind::Lock, &name) {
                 Ok(p) => p,
+                // Removed between list and read: simply gone.
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    out.unreadable.push((name, e));
+                    continue;
+                }
+                // Any other failure must not be mistaken for "no lock".
                 Err(e) => return Err(e.context(format!("cannot read lock {name}"))),
             };
-            let l = serde_json::from_slice::<LockFile>(&plain).map_err(|e| {
-                Error::corrupt(format!("lock {name} does not decode: {e}"))
-                    .hint("remove it with `salvor unlock --remove-all` once no salvor runs")
-            })?;
-            out.push((name, l));
+            match serde_json::from_slice::<LockFile>(&plain) {
+                Ok(l) => out.readable.push((name, l)),
+                Err(e) => {
+                    let e = Error::corrupt(format!("lock {name} does not decode: {e}"));
+                    out.unreadable.push((name, e));
+                }
+            }
         }
         Ok(out)
     }
 
     fn conflict(&self, exclusive: bool, except: Option<&str>) -> Result<Option<LockFile>> {
-        Ok(self
-            .locks()?
+        let locks = self.locks()?;
+        for (name, e) in &locks.unreadable {
+            tracing::warn!(
+                "ignoring lock {name}, which cannot be read ({e}); `salvor unlock` removes it"
+            );
+        }
+        Ok(locks
+            .readable
             .into_iter()
             .filter(|(n, l)| {
                 Some(n.as_str()) != except && !l.is_stale() && (exclusive || l.exclusive)
@@ -150,15 +174,40 @@ impl Repository {
         })
     }
 
-    /// Removes stale locks, or every lock with `all`; returns how many.
+    /// A shared lock for a command that only reads; `None`, with a warning,
+    /// when the storage refuses writes (a read-only mount or a read-only
+    /// credential), so that checking and restoring still work there.
+    ///
+    /// # Errors
+    /// Lock conflicts and other backend failures.
+    pub fn lock_for_reading(&self, command: &str) -> Result<Option<LockGuard>> {
+        match self.lock(false, command) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if e.is_read_only() => {
+                tracing::warn!(
+                    "the repository is read-only here, so `{command}` runs without a lock: {e}"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes stale and unreadable locks, or every lock with `all`;
+    /// returns how many.
     ///
     /// # Errors
     /// Backend failures.
     pub fn unlock(&self, all: bool) -> Result<usize> {
+        let locks = self.locks()?;
         let mut n = 0;
-        for (name, l) in self.locks()? {
+        for (name, _) in &locks.unreadable {
+            self.backend().delete(FileType::Lock, name)?;
+            n += 1;
+        }
+        for (name, l) in &locks.readable {
             if all || l.is_stale() {
-                self.backend().delete(FileType::Lock, &name)?;
+                self.backend().delete(FileType::Lock, name)?;
                 n += 1;
             }
         }

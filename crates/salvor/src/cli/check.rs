@@ -111,6 +111,11 @@ pub fn repair(g: &GlobalOptions, a: &RepairArgs) -> anyhow::Result<i32> {
     for s in &stats.packs_skipped {
         eprintln!("warning: left out {s}");
     }
+    for s in &stats.packs_kept_from_index {
+        eprintln!(
+            "warning: damaged pack {s}; run `salvor check --read-data` to see what is readable"
+        );
+    }
     if !g.quiet {
         outln!(
             "indexed {} packs ({} blobs): wrote {} index files, removed {}; {} packs left out",

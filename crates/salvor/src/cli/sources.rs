@@ -97,11 +97,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
     }
     let repo = g.open()?;
     let (id, snap) = if a.snapshot == "latest" {
-        let (snaps, _) = repo.snapshots_lenient()?;
-        snaps
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.manifests.contains_key(name))
+        repo.latest(|s| s.manifests.contains_key(name))?
             .ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, format!("no snapshot of source {name}"))
                     .hint(format!("back it up first: salvor backup --source {name}"))

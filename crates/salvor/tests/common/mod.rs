@@ -85,3 +85,4 @@ impl Workspace {
         s["manifests"][source].clone()
     }
 }
+pub mod world;
