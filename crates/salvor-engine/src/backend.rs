@@ -87,6 +87,17 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// [`ErrorKind::NotFound`] when missing; backend failures.
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>>;
+    /// The whole object if it holds at most `max` bytes. Small documents
+    /// (keys, locks, snapshots) are read this way, so an object planted in
+    /// their place by someone with write access cannot exhaust memory.
+    ///
+    /// # Errors
+    /// As [`Backend::read`]; [`ErrorKind::Corrupt`] when it is larger.
+    fn read_at_most(&self, kind: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        let data = self.read(kind, name)?;
+        check_size(kind, name, data.len() as u64, max)?;
+        Ok(data)
+    }
     /// `length` bytes at `offset`.
     ///
     /// # Errors
@@ -151,6 +162,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         (**self).read_range(kind, name, offset, length)
     }
+    fn read_at_most(&self, kind: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        (**self).read_at_most(kind, name, max)
+    }
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         (**self).write(kind, name, data)
     }
@@ -168,6 +182,33 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         (**self).exists(kind, name)
+    }
+}
+
+/// The error for an object larger than any salvor writes of its kind.
+///
+/// # Errors
+/// When `len` exceeds `max`.
+pub fn check_size(kind: FileType, name: &str, len: u64, max: u64) -> Result<()> {
+    if len > max {
+        return Err(Error::corrupt(format!(
+            "{} {} is larger than any salvor writes ({len} bytes or more, at most {max} expected)",
+            kind.noun(),
+            kind.path(name)
+        )));
+    }
+    Ok(())
+}
+
+impl FileType {
+    /// The largest object of this kind salvor reads whole into memory.
+    pub fn max_document(self) -> u64 {
+        match self {
+            Self::Config | Self::Key | Self::Lock => 1 << 20,
+            Self::Snapshot => 256 << 20,
+            Self::Index => 1 << 30,
+            Self::Pack => u64::MAX,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Repository verification.
 //!
-//! Structure (always): every index file opens, every indexed pack exists with
+//! Structure (always): every key file is named by its hash, decodes and
+//! asks for KDF parameters in range; every index file opens, every indexed pack exists with
 //! its recorded size, every snapshot opens and every tree and data blob it
 //! references is indexed and every tree decodes. With `read_data`: selected
 //! packs are downloaded whole, their hash checked against their name, their
@@ -119,6 +120,9 @@ pub fn check(
 ) -> Result<CheckResults> {
     let _lock = repo.lock_for_reading("check")?;
     let mut r = CheckResults::default();
+    for e in crate::repo::keys::verify_key_files(repo.backend())? {
+        r.errors.push(e.clone_message());
+    }
     let mut index = Index::default();
     for (name, _) in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {

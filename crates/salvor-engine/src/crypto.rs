@@ -223,6 +223,52 @@ impl Default for KdfParams {
     }
 }
 
+impl KdfParams {
+    /// The most a key file may demand: 4 times the default memory, 10
+    /// passes, 4 lanes. Key files are not authenticated, so anyone who can
+    /// write to storage could otherwise plant one that makes every command
+    /// spend gigabytes and minutes in Argon2 before it even fails.
+    pub const MAX: Self = Self {
+        memory_kib: 128 * 1024,
+        iterations: 10,
+        parallelism: 4,
+    };
+
+    /// Whether these parameters are ones salvor writes and accepts.
+    ///
+    /// # Errors
+    /// Which parameter is out of range, and the range.
+    pub fn within_bounds(&self) -> std::result::Result<(), String> {
+        let m = Self::MAX;
+        if self.parallelism == 0 || self.parallelism > m.parallelism {
+            return Err(format!(
+                "argon2 parallelism {} is not 1 to {}",
+                self.parallelism, m.parallelism
+            ));
+        }
+        if self.iterations == 0 || self.iterations > m.iterations {
+            return Err(format!(
+                "argon2 iterations {} is not 1 to {}",
+                self.iterations, m.iterations
+            ));
+        }
+        if self.memory_kib < 8 * self.parallelism || self.memory_kib > m.memory_kib {
+            return Err(format!(
+                "argon2 memory {} KiB is not {} to {} KiB",
+                self.memory_kib,
+                8 * self.parallelism,
+                m.memory_kib
+            ));
+        }
+        Ok(())
+    }
+
+    /// What deriving a key costs, for ordering: memory times passes.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+}
+
 /// Derives the key-encryption key from a passphrase.
 ///
 /// # Errors

@@ -94,6 +94,14 @@ impl Error {
         Self::new(ErrorKind::InvalidInput, message)
     }
 
+    /// The message and cause without the hint, for quoting inside another error.
+    pub fn clone_message(&self) -> String {
+        match &self.source {
+            Some(src) => format!("{}: {src}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// The same error without its hint, for when a caller gives a better one.
     #[must_use]
     pub fn without_hint(mut self) -> Self {

@@ -106,11 +106,15 @@ impl Repository {
     /// corrupt config, backend failures.
     pub fn open(backend: Box<dyn Backend>, password: &[u8]) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::from(backend);
-        let config_bytes = match backend.read(FileType::Config, "config") {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(backend.location())),
-            Err(e) => return Err(e),
-        };
+        let config_bytes =
+            match backend.read_at_most(FileType::Config, "config", FileType::Config.max_document())
+            {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(not_found(backend.location()));
+                }
+                Err(e) => return Err(e),
+            };
         let (key, key_name) = keys::find_key(backend.as_ref(), password)?;
         let plain = format::open(&key, ObjectKind::Config, &config_bytes, &|| "config".into())?;
         let config: RepoConfig = serde_json::from_slice(&plain)
@@ -161,7 +165,7 @@ impl Repository {
     /// # Errors
     /// Missing or corrupt object.
     pub fn read_doc(&self, ft: FileType, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let data = self.backend.read(ft, name)?;
+        let data = self.backend.read_at_most(ft, name, ft.max_document())?;
         if blake3::hash(&data).to_hex().as_str() != name {
             return Err(Error::corrupt(format!(
                 "{} {name} does not match its name (damaged, or renamed)",

@@ -19,7 +19,7 @@ mod sources;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use output::outln;
 use salvor_engine::format::config::{ChunkerParams, CutRule};
 use salvor_engine::{Error, ErrorKind, Repository};
@@ -40,6 +40,21 @@ Examples:
   salvor --config salvor.toml backup --source app_db
   salvor --config salvor.toml restore latest --source app_db --to scratch_db --yes
   salvor --config salvor.toml inspect --source app_db
+
+Environment:
+  SALVOR_REPO               repository location (--repo)
+  SALVOR_PASSWORD           the repository password itself
+  SALVOR_PASSWORD_FILE      file whose first line is the password (--password-file)
+  SALVOR_PASSWORD_COMMAND   command that prints the password (--password-command)
+  SALVOR_NEW_PASSWORD       new password for `key add` and `key passwd`
+  SALVOR_CONFIG             configuration file with sources (--config)
+  SALVOR_LOG                log filter, e.g. debug or salvor_engine=trace
+  SALVOR_SFTP_KEY           private key file for sftp:// repositories
+  SALVOR_SFTP_KNOWN_HOSTS   host key checking for sftp://: strict, accept-new or off
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL
+                            credentials, region and endpoint for s3:// repositories
+A typed --password-file or --password-command wins over the environment;
+two password variables at once are an error.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (unreadable files),
 10 no repository, 11 locked, 12 wrong password, 130 interrupted.";
@@ -78,6 +93,9 @@ pub struct GlobalOptions {
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Which password options were typed rather than taken from the environment.
+    #[arg(skip)]
+    explicit: password::Explicit,
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,13 +152,31 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return code;
         }
+    };
+    let typed = |id: &str| {
+        // Global options typed after the subcommand are recorded there.
+        let mut m = Some(&matches);
+        while let Some(cur) = m {
+            if cur.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                return true;
+            }
+            m = cur.subcommand().map(|(_, sub)| sub);
+        }
+        false
+    };
+    cli.global.explicit = password::Explicit {
+        file: typed("password_file"),
+        command: typed("password_command"),
     };
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",

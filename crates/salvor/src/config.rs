@@ -37,8 +37,7 @@ impl Config {
     /// # Errors
     /// Unreadable file, TOML syntax, unknown or missing keys, invalid names.
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("cannot read config", path, e))?;
+        let text = crate::input::read_text(path, crate::input::CONFIG_MAX, "configuration file")?;
         Self::parse(&text, path)
     }
 
@@ -91,29 +90,112 @@ impl Config {
     }
 }
 
-/// "line N: message", pointing at the offending key where toml only knows
-/// its table (serde buffers internally tagged tables, losing key spans).
+/// "line N: key: message", pointing at the offending key: toml knows the
+/// span of the bad value (or, for an unknown key, of its table), so the key
+/// is read from the text before it.
 fn describe(text: &str, e: &toml::de::Error) -> String {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let mut line = e.span().map_or(0, |s| line_of(s.start));
-    let msg = e.message().to_string();
+    let msg = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
     if let Some(key) = msg
         .split('`')
         .nth(1)
         .filter(|_| msg.starts_with("unknown field"))
     {
-        let start = e.span().map_or(0, |s| s.start);
-        if let Some(pos) = text[start..]
+        // The span is the table's: find the key's own line within it.
+        let line = text[start..]
             .lines()
             .position(|l| l.trim_start().starts_with(key) && l.contains('='))
-        {
-            line += pos;
+            .map_or(line_of(start), |i| line_of(start) + i);
+        return format!("line {line}: {msg}");
+    }
+    // The key is the name before the last `=` ahead of the value on its line.
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let key = text[line_start..start]
+        .rsplit_once('=')
+        .map(|(before, _)| {
+            before
+                .trim_end()
+                .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+                .next()
+                .unwrap_or("")
+                .trim_matches('"')
+        })
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => format!("line {}: {k}: {msg}", line_of(start)),
+        None => format!("line {}: {msg}", line_of(start)),
+    }
+}
+
+/// Deserializers that refuse values out of range where they are read, so
+/// the message names the line and key; an absurd timeout or batch size
+/// otherwise shows up much later as a hang or a failed allocation.
+pub mod bounded {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn range<'de, D: Deserializer<'de>>(
+        d: D,
+        min: u64,
+        max: u64,
+        unit: &str,
+    ) -> Result<u64, D::Error> {
+        let v = u64::deserialize(d)?;
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(D::Error::custom(format!(
+                "{v} is out of range: use {min} to {max}{unit}"
+            )))
         }
     }
-    if line == 0 {
-        msg
-    } else {
-        format!("line {line}: {msg}")
+
+    /// A timeout in seconds: 1 s to 1 day.
+    pub fn timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        range(d, 1, 86_400, " seconds")
+    }
+
+    /// A timeout in milliseconds: 0 to 1 hour.
+    pub fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        range(d, 0, 3_600_000, " milliseconds")
+    }
+
+    /// Records or documents per request: 1 to 100,000.
+    pub fn batch<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        range(d, 1, 100_000, "")
+    }
+
+    /// Records or documents per request, as a `usize`.
+    pub fn batch_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        batch(d).map(|v| usize::try_from(v).expect("at most 100,000"))
+    }
+
+    /// A TCP port: 1 to 65535.
+    pub fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        range(d, 1, 65_535, "").map(|v| u16::try_from(v).expect("at most 65535"))
+    }
+
+    /// An optional TCP port.
+    pub fn port_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        port(d).map(Some)
+    }
+
+    /// A string that must not be empty (a command, a name).
+    pub fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            Err(D::Error::custom("must not be empty"))
+        } else {
+            Ok(s)
+        }
+    }
+
+    /// An optional string that, when given, must not be empty.
+    pub fn non_empty_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        non_empty(d).map(Some)
     }
 }
 

@@ -36,8 +36,7 @@ use salvor_engine::{Error, ErrorKind, Repository, Result, browse};
 use serde::Deserialize;
 
 /// A source's configuration, selected by its `type` key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// The stdout of any command.
     Command(command::CommandConfig),
@@ -57,6 +56,85 @@ pub enum SourceConfig {
     Sqlite(sqlite::SqliteConfig),
     /// JSON export of an HTTP API.
     Http(http::HttpConfig),
+}
+
+/// The `type` values, for messages.
+const TYPES: &[&str] = &[
+    "command", "files", "postgres", "mysql", "mongodb", "redis", "etcd", "sqlite", "http",
+];
+
+/// Deserialized by hand, not as serde's internally tagged enum: that one
+/// buffers the table before choosing the variant, and the buffered values
+/// lose their positions, so a wrong value would be reported at line 1 with
+/// no key. Here, when `type` comes first (as every example writes it), the
+/// rest of the table goes straight to the chosen struct and every error
+/// keeps its line; otherwise the table is buffered as before.
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(SourceVisitor)
+    }
+}
+
+struct SourceVisitor;
+
+impl SourceVisitor {
+    fn build<'de, M: serde::de::MapAccess<'de>>(
+        kind: &str,
+        rest: M,
+    ) -> std::result::Result<SourceConfig, M::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        let d = MapAccessDeserializer::new(rest);
+        Ok(match kind {
+            "command" => SourceConfig::Command(Deserialize::deserialize(d)?),
+            "files" => SourceConfig::Files(Deserialize::deserialize(d)?),
+            "postgres" => SourceConfig::Postgres(Deserialize::deserialize(d)?),
+            "mysql" => SourceConfig::Mysql(Deserialize::deserialize(d)?),
+            "mongodb" => SourceConfig::Mongodb(Deserialize::deserialize(d)?),
+            "redis" => SourceConfig::Redis(Deserialize::deserialize(d)?),
+            "etcd" => SourceConfig::Etcd(Deserialize::deserialize(d)?),
+            "sqlite" => SourceConfig::Sqlite(Deserialize::deserialize(d)?),
+            "http" => SourceConfig::Http(Deserialize::deserialize(d)?),
+            other => return Err(serde::de::Error::unknown_variant(other, TYPES)),
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SourceVisitor {
+    type Value = SourceConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a source table with a `type` key")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(
+        self,
+        mut map: M,
+    ) -> std::result::Result<SourceConfig, M::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(serde::de::Error::missing_field("type"));
+        };
+        if first == "type" {
+            let kind: String = map.next_value()?;
+            return Self::build(&kind, map);
+        }
+        let mut table = toml::Table::new();
+        table.insert(first, map.next_value()?);
+        while let Some((k, v)) = map.next_entry::<String, toml::Value>()? {
+            table.insert(k, v);
+        }
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(k)) => k,
+            Some(_) => return Err(serde::de::Error::custom("`type` must be a string")),
+            None => return Err(serde::de::Error::missing_field("type")),
+        };
+        let rest = serde::de::value::MapDeserializer::new(table.into_iter());
+        Self::build(&kind, rest).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{} (put `type` first in the table for the exact line)",
+                e.message().trim()
+            ))
+        })
+    }
 }
 
 impl SourceConfig {

@@ -231,3 +231,206 @@ fn check_runs_on_a_read_only_repository() {
     assert!(stderr(&out).contains("without a lock"), "{}", show(&out));
     assert!(stdout(&out).contains("no errors found"), "{}", show(&out));
 }
+
+#[test]
+fn unbounded_reads_of_config_password_and_exclude_files_are_capped() {
+    let w = World::new();
+    w.init();
+    let start = std::time::Instant::now();
+    let out = w.fails(
+        &[&"--config", &"/dev/zero", &"inspect", &"--source", &"x"],
+        1,
+    );
+    assert!(
+        stderr(&out).contains("larger than 16 MiB"),
+        "{}",
+        show(&out)
+    );
+    let out = w.run_env(
+        &[("SALVOR_PASSWORD", None)],
+        &[&"--password-file", &"/dev/zero", &"snapshots"],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("no line end"),
+        "{}",
+        show(&out)
+    );
+    let src = w.path("src");
+    write(&src.join("a"), b"a");
+    let out = w.fails(&[&"backup", &src, &"--exclude-file", &"/dev/zero"], 1);
+    assert!(stderr(&out).contains("larger than"), "{}", show(&out));
+    let out = w.run_env(
+        &[
+            ("SALVOR_PASSWORD", None),
+            ("SALVOR_PASSWORD_COMMAND", Some(&"cat /dev/zero")),
+        ],
+        &[&"snapshots"],
+    );
+    assert!(stderr(&out).contains("no line end"), "{}", show(&out));
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn absurd_numbers_are_refused_with_their_range() {
+    let w = World::new();
+    w.init();
+    let src = w.path("src");
+    write(&src.join("a"), b"a");
+    for n in ["99999999999", "0", "-1", "257"] {
+        let out = w.fails(&[&"backup", &src, &format!("--read-threads={n}")], 2);
+        assert!(stderr(&out).contains("1..=256"), "{n}: {}", show(&out));
+    }
+    w.ok(&[&"backup", &src, &"--read-threads", &"3"]);
+    for (key, value, range) in [
+        ("timeout_secs", "0", "1 to 86400"),
+        ("timeout_secs", "99999999999", "1 to 86400"),
+        ("port", "0", "1 to 65535"),
+        ("port", "70000", "1 to 65535"),
+    ] {
+        let cfg = w.path("c.toml");
+        std::fs::write(
+            &cfg,
+            format!("[source.r]\ntype = \"redis\"\n{key} = {value}\n"),
+        )
+        .unwrap();
+        let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"r"], 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("line 3") && err.contains(key) && err.contains(range),
+            "{key} = {value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn config_type_errors_name_the_line_and_the_key() {
+    let w = World::new();
+    let cfg = w.path("c.toml");
+    std::fs::write(
+        &cfg,
+        "# a comment\n[source.db]\ntype = \"postgres\"\nhost = \"x\"\nport = \"5432\"\n",
+    )
+    .unwrap();
+    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"db"], 1);
+    let err = stderr(&out);
+    assert!(err.contains("c.toml: line 5: port:"), "{err}");
+    std::fs::write(&cfg, "[source.c]\ntype = \"command\"\ncommand = \"\"\n").unwrap();
+    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"c"], 1);
+    assert!(
+        stderr(&out).contains("line 3: command: must not be empty"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// Writes a key file under its own hash (as salvor names them).
+fn plant_key(repo: &Path, json: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec_pretty(json).unwrap();
+    let name = blake3::hash(&bytes).to_hex().to_string();
+    std::fs::write(repo.join("keys").join(&name), bytes).unwrap();
+    name
+}
+
+fn the_key(repo: &Path) -> (PathBuf, serde_json::Value) {
+    let p = std::fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    (p, v)
+}
+
+#[test]
+fn damaged_key_file_is_named_not_called_a_wrong_password() {
+    let w = World::new();
+    w.init();
+    let (path, mut key) = the_key(&w.repo());
+    key["wrapped"] = "not base64 !".into();
+    std::fs::remove_file(&path).unwrap();
+    let name = plant_key(&w.repo(), &key);
+    let out = w.fails(&[&"snapshots"], 1);
+    let err = stderr(&out);
+    assert!(err.contains(&name) && err.contains("damaged"), "{err}");
+    // A key file whose bytes changed no longer matches its name.
+    let p = w.repo().join("keys").join(&name);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    let err = stderr(&w.fails(&[&"snapshots"], 1));
+    assert!(err.contains("does not match its name"), "{err}");
+}
+
+#[test]
+fn planted_costly_key_file_is_refused_without_running_argon2() {
+    let w = World::new();
+    w.init();
+    let (_, key) = the_key(&w.repo());
+    let mut costly = key.clone();
+    costly["kdf_params"] =
+        serde_json::json!({ "memory_kib": 4 * 1024 * 1024, "iterations": 50, "parallelism": 1 });
+    let bad = plant_key(&w.repo(), &costly);
+    // Many planted keys of the legitimate cost are tried after the real one.
+    for i in 0..20 {
+        let mut k = key.clone();
+        k["created"] = format!("planted {i}").into();
+        k["salt"] = "AAAAAAAAAAAAAAAAAAAAAA==".into();
+        plant_key(&w.repo(), &k);
+    }
+    let start = std::time::Instant::now();
+    w.ok(&[&"snapshots"]);
+    w.ok(&[&"snapshots"]);
+    assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
+    let out = w.fails(&[&"check"], 1);
+    let err = stderr(&out);
+    assert!(err.contains(&bad) && err.contains("argon2"), "{err}");
+}
+
+#[test]
+fn explicit_password_flags_win_and_ambiguous_sources_are_errors() {
+    let w = World::new();
+    w.init();
+    let pw = w.path("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    // A typed --password-file wins over a wrong SALVOR_PASSWORD.
+    w.ok_env(
+        &[("SALVOR_PASSWORD", Some(&"wrong"))],
+        &[&"--password-file", &pw, &"snapshots"],
+    );
+    w.ok_env(
+        &[("SALVOR_PASSWORD", Some(&"wrong"))],
+        &[
+            &"snapshots",
+            &"--password-command",
+            &format!("cat {}", pw.display()),
+        ],
+    );
+    // A typed file that cannot be read is an error even when another source is set.
+    let out = w.run(&[&"--password-file", &"/nonexistent", &"snapshots"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("/nonexistent"),
+        "{}",
+        show(&out)
+    );
+    // Two sources in the environment: no silent choice.
+    let out = w.run_env(&[("SALVOR_PASSWORD_FILE", Some(&pw))], &[&"snapshots"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("SALVOR_PASSWORD and SALVOR_PASSWORD_FILE"),
+        "{}",
+        show(&out)
+    );
+    let out = w.run(&[
+        &"--password-file",
+        &pw,
+        &"--password-command",
+        &"true",
+        &"snapshots",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("both given"),
+        "{}",
+        show(&out)
+    );
+}

@@ -2,7 +2,6 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rayon::prelude::*;
 
 use super::Repository;
 use crate::backend::{Backend, FileType};
@@ -51,6 +50,7 @@ pub fn make_key_file(
     password: &[u8],
     kdf: KdfParams,
 ) -> Result<(String, Vec<u8>)> {
+    kdf.within_bounds().map_err(Error::invalid)?;
     let salt: [u8; 16] = rand::random();
     let kek = crypto::derive_kek(password, &salt, kdf)?;
     let file = KeyFile {
@@ -67,39 +67,74 @@ pub fn make_key_file(
     Ok((blake3::hash(&bytes).to_hex().to_string(), bytes))
 }
 
-fn parse(name: &str, bytes: &[u8]) -> Result<KeyFile> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(format!("key {name} does not decode: {e}")))
-}
-
-fn try_key(file: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
+/// Reads and validates one key file: its name is the hash of its bytes,
+/// it decodes, and its parameters are within [`KdfParams::within_bounds`].
+/// Key files are not authenticated, so nothing in one is trusted before this.
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] naming the key file and what is wrong with it.
+pub fn read_key_file(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
+    let bytes = backend.read_at_most(FileType::Key, name, FileType::Key.max_document())?;
+    let damaged = |why: String| Error::corrupt(format!("key file {name} is damaged: {why}"));
+    if blake3::hash(&bytes).to_hex().as_str() != name {
+        return Err(damaged("it does not match its name".into()));
+    }
+    let file: KeyFile =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("it does not decode: {e}")))?;
     if file.version != 1 || file.kdf != "argon2id" {
-        return Err(Error::corrupt(format!(
-            "unsupported key file (version {}, kdf {:?})",
+        return Err(damaged(format!(
+            "unsupported version {} or kdf {:?}",
             file.version, file.kdf
         )));
     }
-    // Key files are not authenticated: bound the cost a forged one can demand.
-    let p = file.kdf_params;
-    if p.memory_kib > 4 * 1024 * 1024 || p.iterations > 64 || p.parallelism > 16 {
-        return Err(Error::corrupt(format!(
-            "key file demands excessive argon2 cost {p:?}"
-        )));
+    if let Err(why) = file.kdf_params.within_bounds() {
+        return Err(damaged(why));
     }
+    Ok(file)
+}
+
+fn try_key(name: &str, file: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
+    let damaged = |why: &str| Error::corrupt(format!("key file {name} is damaged: {why}"));
     let salt = B64
         .decode(&file.salt)
-        .map_err(|_| Error::corrupt("key salt is not base64"))?;
+        .map_err(|_| damaged("its salt is not base64"))?;
     let wrapped = B64
         .decode(&file.wrapped)
-        .map_err(|_| Error::corrupt("wrapped key is not base64"))?;
-    let kek = crypto::derive_kek(password, &salt, file.kdf_params)?;
+        .map_err(|_| damaged("its wrapped key is not base64"))?;
+    let kek = crypto::derive_kek(password, &salt, file.kdf_params)
+        .map_err(|e| damaged(&e.to_string()))?;
     Ok(crypto::unwrap_master(&kek, &wrapped))
+}
+
+/// Where the name of the key that opened a repository last is kept, so the
+/// next run tries it first: one Argon2 derivation however many key files
+/// someone has planted. The name is public (it is a file name in storage).
+fn hint_path(location: &str) -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    let id = blake3::hash(location.as_bytes()).to_hex();
+    Some(base.join("salvor").join("key-hints").join(&id[..32]))
+}
+
+fn remember_key(location: &str, name: &str) {
+    if let Some(p) = hint_path(location) {
+        // Best effort: a cache that cannot be written only costs time.
+        let _ = std::fs::create_dir_all(p.parent().expect("has a parent"))
+            .and_then(|()| std::fs::write(&p, name));
+    }
 }
 
 /// Finds the key `password` opens; returns the master key and the key's name.
 ///
+/// Keys are tried one at a time: first the one that opened this location
+/// last, then the rest cheapest first (Argon2 memory times passes), so a key
+/// file planted with a high cost is tried last, if ever.
+///
 /// # Errors
-/// [`ErrorKind::WrongPassword`] when none opens.
+/// [`ErrorKind::WrongPassword`] when no key opens and none is damaged;
+/// [`ErrorKind::Corrupt`] naming the damaged key files when no key opens and
+/// some cannot be read (the password may be right for one of them).
 pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
     let names = backend.list(FileType::Key)?;
     if names.is_empty() {
@@ -108,27 +143,55 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
             backend.location()
         )));
     }
-    // Argon2 dominates: try keys in parallel.
-    let found = names
-        .par_iter()
-        .map(|(name, _)| {
-            let bytes = backend.read(FileType::Key, name)?;
-            Ok(try_key(&parse(name, &bytes)?, password)?.map(|k| (k, name.clone())))
-        })
-        .collect::<Vec<Result<Option<(MasterKey, String)>>>>();
-    let mut first_err = None;
-    for r in found {
-        match r {
-            Ok(Some(k)) => return Ok(k),
-            Ok(None) => {}
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+    let hint = hint_path(backend.location()).and_then(|p| std::fs::read_to_string(p).ok());
+    let mut damaged: Vec<Error> = Vec::new();
+    let mut files = Vec::new();
+    for (name, _) in &names {
+        match read_key_file(backend, name) {
+            Ok(f) => files.push((name.clone(), f)),
+            Err(e) if e.kind() == ErrorKind::Corrupt => damaged.push(e),
+            Err(e) => return Err(e),
         }
     }
-    Err(first_err
-        .filter(|e| e.kind() != ErrorKind::Corrupt)
-        .unwrap_or_else(crypto::wrong_password))
+    files.sort_by_key(|(name, f)| (Some(name) != hint.as_ref(), f.kdf_params.cost()));
+    for (name, f) in &files {
+        match try_key(name, f, password) {
+            Ok(Some(k)) => {
+                if Some(name) != hint.as_ref() {
+                    remember_key(backend.location(), name);
+                }
+                return Ok((k, name.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => damaged.push(e),
+        }
+    }
+    if damaged.is_empty() {
+        return Err(crypto::wrong_password());
+    }
+    let list: Vec<String> = damaged.iter().map(|e| e.clone_message()).collect();
+    Err(Error::corrupt(format!(
+        "no key opens with this password ({} readable key files tried); {}",
+        files.len(),
+        list.join("; ")
+    ))
+    .hint("if the password is right, it was for the damaged key: open with another key and remove it with `salvor key remove`, or restore that file from a copy"))
+}
+
+/// Every key file's problems (damage, bad name, parameters out of range).
+///
+/// # Errors
+/// Backend failures.
+pub fn verify_key_files(backend: &dyn Backend) -> Result<Vec<Error>> {
+    let mut out = Vec::new();
+    for (name, _) in backend.list(FileType::Key)? {
+        match read_key_file(backend, &name) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Corrupt => out.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 impl Repository {
@@ -139,7 +202,7 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for (name, _) in self.backend().list(FileType::Key)? {
-            let f = parse(&name, &self.backend().read(FileType::Key, &name)?)?;
+            let f = read_key_file(self.backend(), &name)?;
             out.push(KeyInfo {
                 current: name == self.key_name(),
                 id: name,

@@ -46,14 +46,13 @@ pub struct BackupArgs {
     /// Back up this source from the configuration file (repeatable).
     #[arg(long = "source", value_name = "NAME", conflicts_with_all = ["paths", "stdin"])]
     sources: Vec<String>,
-    /// Reader threads (default: number of CPUs).
-    #[arg(long, default_value_t = 0)]
-    read_threads: usize,
+    /// Reader threads, 1 to 256 (default: number of CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    read_threads: Option<u16>,
 }
 
-fn read_exclude_file(path: &PathBuf) -> salvor_engine::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io("cannot read exclude file", path, e))?;
+fn read_exclude_file(path: &std::path::Path) -> salvor_engine::Result<Vec<String>> {
+    let text = crate::input::read_text(path, crate::input::EXCLUDE_FILE_MAX, "exclude file")?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -118,7 +117,7 @@ pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
             parent,
             force: a.force,
             job: None,
-            read_threads: a.read_threads,
+            read_threads: a.read_threads.map_or(0, usize::from),
             manifest: None,
         };
         backup::backup_paths(&repo, &opts, progress)?

@@ -77,9 +77,16 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     } else {
+        let packs_lost = r.errors.iter().any(|e| e.contains("missing from storage"));
         eprintln!(
-            "salvor: the repository has {} errors; if packs are missing, run `salvor repair index` and back up again, so their data is stored anew",
-            r.errors.len()
+            "salvor: the repository has {} error{} (listed above){}",
+            r.errors.len(),
+            if r.errors.len() == 1 { "" } else { "s" },
+            if packs_lost {
+                "; for missing packs, run `salvor repair index` and back up again, so their data is stored anew"
+            } else {
+                ""
+            }
         );
         Ok(1)
     }

@@ -21,15 +21,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{BackupContext, HashingReader, RestoreContext, RestoreReport, Source, process};
+use crate::config::bounded;
 
 /// Configuration of a `command` source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     /// Run with `sh -c`; its stdout is the backup.
+    #[serde(deserialize_with = "bounded::non_empty")]
     pub command: String,
     /// Run with `sh -c` on restore, reading the stream on stdin.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::non_empty_opt")]
     pub restore_command: Option<String>,
     /// File name of the stream in the snapshot.
     #[serde(default = "default_stream")]

@@ -69,6 +69,7 @@ use serde_json::{Map, Value, json};
 
 use super::secret::Secret;
 use super::{BackupContext, RestoreContext, RestoreReport, Source};
+use crate::config::bounded;
 use client::{Client, SnapshotBody, num, prefix_end};
 
 /// The stream's name inside the snapshot.
@@ -99,7 +100,10 @@ pub struct EtcdConfig {
     #[serde(default = "default_peer_url")]
     pub restore_peer_url: String,
     /// Timeout for each request, and for a scratch etcd to start, in seconds.
-    #[serde(default = "default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "bounded::timeout_secs"
+    )]
     pub timeout_secs: u64,
     /// The `etcdctl` binary (restore).
     #[serde(default = "default_etcdctl")]

@@ -64,6 +64,7 @@ use serde_json::{Value, json};
 
 use super::secret::Secret;
 use super::{BackupContext, RestoreContext, RestoreReport, Source, process};
+use crate::config::bounded;
 use connection::Conn;
 use driver::{dump_collection, restore_driver};
 use mongodump::{backup_mongodump, restore_mongodump};
@@ -82,10 +83,13 @@ pub struct MongodbConfig {
     #[serde(default)]
     pub method: Method,
     /// Server selection and connect timeout, in seconds.
-    #[serde(default = "default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "bounded::timeout_secs"
+    )]
     pub timeout_secs: u64,
     /// Documents per insert on restore.
-    #[serde(default = "default_batch")]
+    #[serde(default = "default_batch", deserialize_with = "bounded::batch_usize")]
     pub batch_size: usize,
     /// Directory holding `mongodump` and `mongorestore` (default: PATH).
     #[serde(default)]

@@ -46,6 +46,7 @@ use serde_json::{Value, json};
 use super::lines::ScanReader;
 use super::secret::Secret;
 use super::{BackupContext, RestoreContext, RestoreReport, Source, Streams, process};
+use crate::config::bounded;
 use conn::Conn;
 use dump::InsertCounter;
 use restore::plan;
@@ -58,7 +59,7 @@ pub struct MysqlConfig {
     #[serde(default)]
     pub host: Option<String>,
     /// Server port (client default when unset).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::port_opt")]
     pub port: Option<u16>,
     /// Unix socket path, instead of host and port.
     #[serde(default)]

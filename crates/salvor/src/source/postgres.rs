@@ -60,6 +60,7 @@ use serde_json::{Value, json};
 use super::lines::ScanReader;
 use super::secret::Secret;
 use super::{BackupContext, RestoreContext, RestoreReport, Source, Streams, process};
+use crate::config::bounded;
 use conn::{COUNT_SQL, Conn, Session, literal, parse_counts};
 use dump::CopyCounter;
 use restore::plan;
@@ -72,7 +73,7 @@ pub struct PostgresConfig {
     #[serde(default)]
     pub host: Option<String>,
     /// Server port (libpq default when unset).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::port_opt")]
     pub port: Option<u16>,
     /// Role to connect as (libpq default when unset).
     #[serde(default)]

@@ -71,6 +71,7 @@ use serde_json::{Map, Value};
 
 use super::secret::{self, Secret};
 use super::{BackupContext, RestoreContext, RestoreReport, Source};
+use crate::config::bounded;
 use protocol::Conn;
 use replication::{Framing, RdbBody, start_full_sync};
 pub(super) use restore::private_dir;
@@ -87,7 +88,7 @@ pub struct RedisConfig {
     #[serde(default = "default_host")]
     pub host: String,
     /// TCP port.
-    #[serde(default = "default_port")]
+    #[serde(default = "default_port", deserialize_with = "bounded::port")]
     pub port: u16,
     /// ACL user name; without it `AUTH` uses the default user.
     #[serde(default)]
@@ -96,7 +97,10 @@ pub struct RedisConfig {
     #[serde(default)]
     pub password: Option<Secret>,
     /// Connect and per-read timeout in seconds.
-    #[serde(default = "default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "bounded::timeout_secs"
+    )]
     pub timeout_secs: u64,
     /// The `redis-server` binary used for the restore's scratch server.
     #[serde(default = "default_server")]

@@ -49,26 +49,9 @@ impl Secret {
                 Error::invalid(format!("environment variable {env} is not set"))
                     .hint("export it before running salvor")
             }),
-            Self::File { file } => std::fs::read_to_string(file)
-                .map(|s| s.lines().next().unwrap_or("").to_string())
-                .map_err(|e| Error::io("cannot read secret file", file, e)),
+            Self::File { file } => crate::input::secret_file(file, "secret file"),
             Self::Command { command } => {
-                let out = crate::source::process::command("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .output()
-                    .map_err(|e| Error::invalid("cannot run a secret command").source(e))?;
-                if !out.status.success() {
-                    return Err(Error::invalid(format!(
-                        "a secret command failed ({})",
-                        out.status
-                    )));
-                }
-                Ok(String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string())
+                crate::input::secret_command(command, "secret command", std::process::Stdio::null())
             }
         }
     }

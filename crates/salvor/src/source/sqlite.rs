@@ -56,6 +56,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{BackupContext, HashingReader, RestoreContext, RestoreReport, Source};
+use crate::config::bounded;
 
 /// The stream's name inside the snapshot.
 const STREAM: &str = "db.sqlite";
@@ -70,7 +71,10 @@ pub struct SqliteConfig {
     #[serde(default)]
     pub restore_to: Option<PathBuf>,
     /// How long to wait for a lock held by a writer, in milliseconds.
-    #[serde(default = "default_busy_timeout")]
+    #[serde(
+        default = "default_busy_timeout",
+        deserialize_with = "bounded::timeout_ms"
+    )]
     pub busy_timeout_ms: u64,
 }
 

@@ -7,6 +7,7 @@ use salvor_engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::template::{Part, parse_template};
+use crate::config::bounded;
 use crate::source::secret::Secret;
 
 /// Configuration of a `http` source.
@@ -22,7 +23,10 @@ pub struct HttpConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderSetting>,
     /// Timeout of one request, in seconds.
-    #[serde(default = "default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "bounded::timeout_secs"
+    )]
     pub timeout_secs: u64,
     /// Where a restore without `--to` sends the records (default `base_url`).
     #[serde(default)]
@@ -88,7 +92,7 @@ pub enum Pagination {
         #[serde(default = "default_size_param")]
         size_param: String,
         /// Records per page.
-        #[serde(default = "default_size")]
+        #[serde(default = "default_size", deserialize_with = "bounded::batch")]
         size: u64,
         /// Number of the first page.
         #[serde(default = "default_first")]
