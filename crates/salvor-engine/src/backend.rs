@@ -127,6 +127,15 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Backend failures.
     fn delete(&self, kind: FileType, name: &str) -> Result<()>;
+    /// Removes temporary files last modified before `older_than` (local
+    /// storage keeps files being written in `tmp/`); returns how many.
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
+        let _ = older_than;
+        Ok(0)
+    }
     /// Prepares an empty repository location (directories for local storage).
     ///
     /// # Errors
@@ -179,6 +188,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn create(&self) -> Result<()> {
         (**self).create()
+    }
+    fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
+        (**self).remove_temporaries(older_than)
     }
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         (**self).exists(kind, name)

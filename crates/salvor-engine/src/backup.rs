@@ -214,7 +214,8 @@ impl Run {
         self.uploader.finish()?;
         summary.data_blobs_added = data.blobs;
         summary.tree_blobs_added = trees.blobs;
-        summary.bytes_added = data.bytes + trees.bytes;
+        summary.bytes_added = data.bytes;
+        summary.tree_bytes_added = trees.bytes;
         summary.bytes_stored = data.stored + trees.stored;
         summary.bytes_read = self.session.bytes_read.load(Ordering::Relaxed);
         summary.warnings = std::mem::take(&mut *self.session.warnings.lock().unwrap());
@@ -275,8 +276,7 @@ pub fn backup_paths(
     }
     paths.sort();
     paths.dedup();
-    let _lock = repo.lock(false, "backup")?;
-    let index = Arc::new(repo.load_index()?);
+    let (_lock, index, adopted) = begin(repo)?;
     let path_strings: Vec<String> = paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -288,10 +288,20 @@ pub fn backup_paths(
     let parent = find_parent(repo, opts, &host, &path_strings)?;
     let reader = Arc::new(BlobReader::new(repo, index.clone()));
     let parent_tree = match &parent {
-        Some((_, s)) if !opts.force => Some(reader.read_tree(&s.tree)?),
+        // An unreadable parent only costs reading everything again.
+        Some((id, s)) if !opts.force => reader
+            .read_tree(&s.tree)
+            .map_err(|e| {
+                tracing::warn!(
+                    "the parent snapshot {} cannot be read, so every file is read again: {e}",
+                    id.short()
+                );
+            })
+            .ok(),
         _ => None,
     };
     let run = Run::new(repo, index, progress, repo.config().compression_level);
+    run.uploader.adopt(adopted);
     let chunker = Chunker::new(repo.config().file_chunker, repo.key().chunker_seed());
     let threads = if opts.read_threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
@@ -325,6 +335,52 @@ pub fn backup_paths(
         snap.manifests.insert(name, manifest);
     }
     run.commit(snap, summary)
+}
+
+/// What every backup does first: take a shared lock, load the index, and
+/// take over what killed runs left.
+///
+/// A run killed before it wrote its index leaves packs no index names: their
+/// blobs would be stored again by every later run, and a full disk stayed
+/// full. Their headers are read (three small reads each) and added to the
+/// index, so this run deduplicates against them, and the returned entries are
+/// written into this run's index files. A pack another live backup wrote but
+/// has not indexed yet is adopted the same way: indexing a pack twice is
+/// harmless. Temporary files of dead writers are removed (see
+/// [`Repository::remove_dead_temporaries`]).
+fn begin(
+    repo: &Repository,
+) -> Result<(
+    crate::repo::lock::LockGuard,
+    Arc<Index>,
+    Vec<crate::format::index::IndexPack>,
+)> {
+    let lock = repo.lock(false, "backup")?;
+    let mut index = repo.load_index()?;
+    repo.remove_dead_temporaries(&lock)?;
+    let mut adopted = Vec::new();
+    for (name, size) in repo.backend().list(crate::backend::FileType::Pack)? {
+        let Ok(id) = crate::id::PackId::from_hex(&name) else {
+            continue;
+        };
+        if index.has_pack(&id) {
+            continue;
+        }
+        match crate::repair::read_pack_entry(repo, &name, size) {
+            Ok(entry) => {
+                index.add_pack(&entry);
+                adopted.push(entry);
+            }
+            Err(e) => tracing::debug!("not adopting unindexed pack {name}: {e}"),
+        }
+    }
+    if !adopted.is_empty() {
+        tracing::info!(
+            "adopting {} pack(s) that interrupted backups left unindexed",
+            adopted.len()
+        );
+    }
+    Ok((lock, Arc::new(index), adopted))
 }
 
 /// Removes `.` and `..` components and trailing slashes without touching the
@@ -387,15 +443,16 @@ impl StreamBackup {
         opts: &StreamOptions,
         progress: Arc<BackupProgress>,
     ) -> Result<Self> {
-        let lock = repo.lock(false, "backup")?;
-        let index = Arc::new(repo.load_index()?);
+        let (lock, index, adopted) = begin(repo)?;
+        let run = Run::new(
+            repo,
+            index,
+            progress,
+            repo.config().stream_compression_level,
+        );
+        run.uploader.adopt(adopted);
         Ok(Self {
-            run: Run::new(
-                repo,
-                index,
-                progress,
-                repo.config().stream_compression_level,
-            ),
+            run,
             chunker: Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed()),
             files: Default::default(),
             manifests: Default::default(),

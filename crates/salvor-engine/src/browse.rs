@@ -90,11 +90,7 @@ fn decode_batch(reader: &BlobReader, batch: &[BlobId]) -> Result<Batch> {
     let index = reader.index();
     let locs: Vec<_> = batch
         .iter()
-        .map(|id| {
-            index
-                .get(id)
-                .ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))
-        })
+        .map(|id| index.get(id).ok_or_else(|| index.missing(id, "")))
         .collect::<Result<_>>()?;
     let mut frames: Vec<u32> = locs.iter().map(|l| l.frame).collect();
     frames.sort_unstable();

@@ -84,9 +84,40 @@ pub struct Index {
     pack_numbers: IdMap<PackId, u32>,
     frames: Vec<FrameLocation>,
     blobs: IdMap<BlobId, BlobLocation>,
+    /// Index files that could not be read, with why: their blobs are
+    /// missing here, and `repair index` rebuilds them from the packs.
+    damaged: Vec<String>,
 }
 
 impl Index {
+    /// Records an index file that could not be read.
+    pub fn add_damaged(&mut self, what: String) {
+        self.damaged.push(what);
+    }
+
+    /// The index files that could not be read.
+    pub fn damaged(&self) -> &[String] {
+        &self.damaged
+    }
+
+    /// The error for a blob this index does not hold; `whose` says what
+    /// needed it ("of /etc/hosts"). The hint depends on why it may be
+    /// missing: an unreadable index file (which `repair index` fixes) or
+    /// lost data (which `check` finds).
+    pub fn missing(&self, id: &BlobId, whose: &str) -> crate::Error {
+        let e = crate::Error::new(
+            crate::ErrorKind::Corrupt,
+            format!("blob {id}{whose} is not in the index"),
+        );
+        match self.damaged.first() {
+            Some(first) => e.hint(format!(
+                "{} index file(s) could not be read ({first}); run `salvor repair index` to rebuild the index from the packs",
+                self.damaged.len()
+            )),
+            None => e.hint("run `salvor check`; the index or a pack may be missing"),
+        }
+    }
+
     /// Adds one pack's entries. A blob already present elsewhere keeps its
     /// first location (two hosts may have stored the same blob concurrently).
     pub fn add_pack(&mut self, pack: &IndexPack) {

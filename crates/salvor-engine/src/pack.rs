@@ -184,6 +184,14 @@ impl Uploader {
         }
     }
 
+    /// Adds entries of packs already in storage (left unindexed by an
+    /// interrupted run) to the next index file this uploader writes.
+    pub fn adopt(&self, packs: Vec<IndexPack>) {
+        if !packs.is_empty() {
+            self.shared.pending.lock().unwrap().extend(packs);
+        }
+    }
+
     /// True once writing to storage has failed; the caller should stop
     /// feeding data, the commit will return the error.
     pub fn failed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {

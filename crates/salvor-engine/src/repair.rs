@@ -50,7 +50,11 @@ pub struct RepairStats {
     pub index_files_removed: u64,
 }
 
-fn read_pack_entry(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
+/// One pack's index entry, read from its header (three ranged reads).
+///
+/// # Errors
+/// Backend failures; a damaged prefix, trailer or header.
+pub(crate) fn read_pack_entry(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
     let id = PackId::from_hex(name)?;
     let what = || format!("pack {id}");
     if size < (PREFIX_LEN + 4 + TAG_LEN) as u64 {

@@ -206,18 +206,31 @@ impl Repository {
 
     /// Loads every index file (in parallel) into one in-memory index.
     ///
+    /// A damaged index file does not stop a restore whose blobs other files
+    /// (or no file) name: it is skipped with a warning and recorded
+    /// ([`Index::damaged`]), and a blob it alone held is then reported
+    /// missing with `repair index` as the way out.
+    ///
     /// # Errors
-    /// Any unreadable or corrupt index file, named.
+    /// Backend failures other than a damaged index file.
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list(FileType::Index)?;
-        let files: Vec<IndexFile> = names
+        let files: Vec<(String, Result<IndexFile>)> = names
             .par_iter()
-            .map(|(n, _)| self.read_index_file(n))
-            .collect::<Result<_>>()?;
+            .map(|(n, _)| (n.clone(), self.read_index_file(n)))
+            .collect();
         let mut index = Index::default();
-        for f in &files {
-            for p in &f.packs {
-                index.add_pack(p);
+        for (name, f) in files {
+            match f {
+                Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!(
+                        "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
+                        e.clone_message()
+                    );
+                    index.add_damaged(format!("index file {name}: {}", e.clone_message()));
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(index)

@@ -342,12 +342,9 @@ fn write_files(
         stats.files += 1;
         let mut offset = 0u64;
         for id in &f.node.content {
-            let loc = index.get(id).ok_or_else(|| {
-                Error::corrupt(format!(
-                    "blob {id} of {} is not in the index",
-                    f.path.display()
-                ))
-            })?;
+            let loc = index
+                .get(id)
+                .ok_or_else(|| index.missing(id, &format!(" of {}", f.path.display())))?;
             let frame = index.frame(loc.frame);
             by_pack
                 .entry(frame.pack)

@@ -434,3 +434,132 @@ fn explicit_password_flags_win_and_ambiguous_sources_are_errors() {
         show(&out)
     );
 }
+
+#[test]
+fn leftovers_of_killed_backups_are_reused_and_their_temporaries_removed() {
+    let w = World::new();
+    w.init();
+    let src = w.path("src");
+    for i in 0..4 {
+        write(&src.join(format!("f{i}.bin")), &noise(i, 12 << 20));
+    }
+    let total = 48u64 << 20;
+    let pack_bytes = || -> u64 {
+        w.pack_files()
+            .iter()
+            .map(|p| p.metadata().unwrap().len())
+            .sum()
+    };
+    // Kill two backups as soon as each has written a new pack: no index
+    // file yet (one comes every 64 packs), so those packs are unindexed.
+    for _ in 0..2 {
+        let before = w.pack_files().len();
+        let mut child = w
+            .spawnable(&[&"backup", &"-q", &src])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(std::time::Duration::from_secs(60), || w
+            .pack_files()
+            .len()
+            > before));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert_eq!(
+        w.json(&[&"snapshots"]),
+        serde_json::json!([]),
+        "a run finished"
+    );
+    let left = pack_bytes();
+    assert!(
+        left >= 16 << 20,
+        "the killed runs left {left} bytes of packs"
+    );
+    // A dead writer's temporary file, untouched for an hour.
+    let tmp = w.repo().join("tmp").join("leftover");
+    std::fs::write(&tmp, noise(99, 1000)).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let b = w.backup(&src);
+    assert!(
+        !tmp.exists(),
+        "the dead writer's temporary file is still there"
+    );
+    // What the killed runs uploaded is reused, not stored again.
+    let stored = b["summary"]["bytes_stored"].as_u64().unwrap();
+    assert!(
+        stored + left <= total + (2 << 20),
+        "stored {stored} bytes although killed runs had left {left} of {total}"
+    );
+    w.ok(&[&"check", &"--read-data"]);
+    let out = w.ok(&[&"check"]);
+    assert!(!stderr(&out).contains("not in any index"), "{}", show(&out));
+    let t = w.restore("latest", "restore", &src);
+    for i in 0..4 {
+        assert!(std::fs::read(t.join(format!("f{i}.bin"))).unwrap() == noise(i, 12 << 20));
+    }
+}
+
+#[test]
+fn one_bad_index_file_does_not_stop_restores() {
+    let w = World::new();
+    w.init();
+    let a = w.path("a");
+    write(&a.join("one.txt"), &text(1, 100_000));
+    w.backup(&a);
+    let first: Vec<_> = walk_files(&w.repo().join("index"));
+    let b = w.path("b");
+    write(&b.join("two.txt"), &text(2, 100_000));
+    let second = snapshot_id(&w.backup(&b));
+    let bad = &first[0];
+    let mut bytes = std::fs::read(bad).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 4;
+    std::fs::write(bad, bytes).unwrap();
+    // The second snapshot's blobs are in the other index file: it restores.
+    let out = w.ok(&[&"restore", &second, &"--target", &w.path("t2")]);
+    assert!(stderr(&out).contains("repair index"), "{}", show(&out));
+    let out = w.ok(&[&"dump", &second, &b.join("two.txt")]);
+    assert_eq!(out.stdout, text(2, 100_000));
+    // The first one's are not: the error says what fixes it.
+    let snaps = w.json(&[&"snapshots"]);
+    let first_id = snaps[0]["id"].as_str().unwrap();
+    let out = w.fails(&[&"restore", &first_id, &"--target", &w.path("t1")], 1);
+    assert!(
+        stderr(&out).contains("salvor repair index"),
+        "{}",
+        show(&out)
+    );
+    w.ok(&[&"repair", &"index"]);
+    let t = w.restore(first_id, "t1b", &a);
+    assert_eq!(std::fs::read(t.join("one.txt")).unwrap(), text(1, 100_000));
+}
+
+#[test]
+fn a_streams_bytes_added_never_exceeds_its_bytes_read() {
+    let w = World::new();
+    w.init();
+    let out = w
+        .cmd()
+        .args(["--json", "backup", "--stdin", "--stdin-name", "d.sql"])
+        .write_stdin(noise(5, 3 << 20))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["summary"];
+    let (read, added, trees) = (
+        s["bytes_read"].as_u64().unwrap(),
+        s["bytes_added"].as_u64().unwrap(),
+        s["tree_bytes_added"].as_u64().unwrap(),
+    );
+    assert_eq!(read, 3 << 20);
+    assert!(added <= read && added > read / 2, "{s}");
+    assert!(trees > 0, "{s}");
+}

@@ -81,4 +81,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn create(&self) -> Result<()> {
         self.inner.create()
     }
+    fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
+        self.inner.remove_temporaries(older_than)
+    }
 }

@@ -416,6 +416,33 @@ impl Backend for OpendalBackend {
         if self.local_root.is_some() { 1 } else { 4 }
     }
 
+    fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let dir = root.join("tmp");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("cannot list", &dir, e)),
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < older_than);
+            if old && e.file_type().is_ok_and(|t| t.is_file()) {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => n += 1,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(Error::io("cannot remove", e.path(), err)),
+                }
+            }
+        }
+        Ok(n)
+    }
+
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         let path = kind.path(name);
         let op = match self.op() {

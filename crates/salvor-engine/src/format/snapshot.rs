@@ -25,8 +25,13 @@ pub struct BackupSummary {
     pub data_blobs_added: u64,
     /// New tree blobs stored.
     pub tree_blobs_added: u64,
-    /// Plaintext bytes of new blobs.
+    /// Plaintext bytes of new data blobs (content read from the source).
     pub bytes_added: u64,
+    /// Plaintext bytes of new tree blobs (directories, a stream's chunk
+    /// list). Absent from snapshots written before it was split out, whose
+    /// `bytes_added` counts both.
+    #[serde(default)]
+    pub tree_bytes_added: u64,
     /// Bytes of new packs written to the backend.
     pub bytes_stored: u64,
     /// Per-file problems (unreadable, changed while read).

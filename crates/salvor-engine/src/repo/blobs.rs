@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Repository;
 use crate::backend::FileType;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::format::tree::Tree;
 use crate::format::{self};
 use crate::id::BlobId;
@@ -74,10 +74,10 @@ impl BlobReader {
     /// # Errors
     /// Not indexed, backend failure, or corruption.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.get(id).ok_or_else(|| {
-            Error::new(ErrorKind::Corrupt, format!("blob {id} is not in the index"))
-                .hint("run `salvor check`; the index or a pack may be missing")
-        })?;
+        let loc = self
+            .index
+            .get(id)
+            .ok_or_else(|| self.index.missing(id, ""))?;
         let frame = self.frame(loc.frame)?;
         let (s, e) = (
             loc.offset as usize,

@@ -26,6 +26,9 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// A held lock; released on drop.
 pub struct LockGuard {
     repo: Repository,
+    /// When the lock was requested: anything a writer that started later
+    /// made is younger than this.
+    taken: std::time::SystemTime,
     name: std::sync::Arc<std::sync::Mutex<String>>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
@@ -146,6 +149,7 @@ impl Repository {
             )
             .hint("wait for it to finish; if that process is dead, run `salvor unlock`")
         };
+        let taken = std::time::SystemTime::now();
         if let Some(l) = self.conflict(exclusive, None)? {
             return Err(locked(l));
         }
@@ -168,6 +172,7 @@ impl Repository {
         });
         Ok(LockGuard {
             repo: self.clone(),
+            taken,
             name,
             stop: Some(tx),
             refresher: Some(refresher),
@@ -191,6 +196,30 @@ impl Repository {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Removes the temporary files (local storage: `tmp/`) of writers that
+    /// are dead, and returns how many. While `held` is the only live lock,
+    /// every writer that could own a temporary file older than it is gone
+    /// (a writer locks before it writes); otherwise only files untouched for
+    /// [`STALE_AFTER`] are removed, like stale locks.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn remove_dead_temporaries(&self, held: &LockGuard) -> Result<u64> {
+        let ours = held.name.lock().unwrap().clone();
+        let locks = self.locks()?;
+        let alone = locks
+            .readable
+            .iter()
+            .all(|(n, l)| *n == ours || l.is_stale());
+        // A margin for file times that come from a file server's clock.
+        let cutoff = if alone {
+            held.taken - Duration::from_secs(2)
+        } else {
+            std::time::SystemTime::now() - STALE_AFTER
+        };
+        self.backend().remove_temporaries(cutoff)
     }
 
     /// Removes stale and unreadable locks, or every lock with `all`;

@@ -174,9 +174,10 @@ pub(super) fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> any
         s.dirs
     )?;
     outln!(
-        "  read {}, added {} ({} stored) of {} total in {:.1}s",
+        "  read {}, added {} of data and {} of metadata ({} stored) of {} total in {:.1}s",
         output::bytes(s.bytes_read),
         output::bytes(s.bytes_added),
+        output::bytes(s.tree_bytes_added),
         output::bytes(s.bytes_stored),
         output::bytes(s.total_bytes),
         s.duration_secs
