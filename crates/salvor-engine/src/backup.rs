@@ -14,6 +14,7 @@
 //! Write order (packs, index, then snapshot) is the [`crate::pack`] contract.
 
 mod builder;
+mod exclude;
 mod reader;
 mod walker;
 
@@ -32,7 +33,7 @@ use crate::index::{IdSet, Index};
 use crate::pack::{Packer, Uploader};
 use crate::repo::{BlobReader, Repository};
 
-pub use walker::ExcludeSet;
+pub use exclude::ExcludeSet;
 
 /// Live counters for progress display.
 #[derive(Debug, Default)]

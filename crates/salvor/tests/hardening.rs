@@ -563,3 +563,22 @@ fn a_streams_bytes_added_never_exceeds_its_bytes_read() {
     assert!(added <= read && added > read / 2, "{s}");
     assert!(trees > 0, "{s}");
 }
+
+#[test]
+fn a_hundred_thousand_exclude_patterns_back_up_quickly() {
+    let w = World::new();
+    w.init();
+    let src = w.path("src");
+    for i in 0..46 {
+        write(&src.join(format!("build{i}/f{i}.o")), b"object\n");
+    }
+    let list = w.path("excludes");
+    let mut text: String = (0..50_000).map(|i| format!("**/build{i}/*.o\n")).collect();
+    text.extend((0..50_000).map(|i| format!("*tmp{i}*\n")));
+    std::fs::write(&list, text).unwrap();
+    let start = std::time::Instant::now();
+    let b = w.json(&[&"backup", &src, &"--exclude-file", &list]);
+    assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+    // Every file matched one of the patterns.
+    assert_eq!(b["summary"]["files_new"], 0, "{b}");
+}

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::bounded;
 
-use super::walker::{Event, ExcludeSet, WalkCounts, Walker};
+use super::exclude::ExcludeSet;
+use super::walker::{Event, WalkCounts, Walker};
 use super::{Session, reader};
 use crate::chunker::Chunker;
 use crate::error::Result;

@@ -9,53 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::Session;
-use crate::error::{Error, Result};
+use super::exclude::ExcludeSet;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::longpath;
 use crate::repo::BlobReader;
-
-/// Compiled exclude patterns.
-pub struct ExcludeSet {
-    by_name: GlobSet,
-    by_path: GlobSet,
-}
-
-impl ExcludeSet {
-    /// Compiles patterns: with a `/` a pattern matches the absolute path, without
-    /// one it matches an entry's name at any depth (like restic and .gitignore).
-    ///
-    /// # Errors
-    /// An invalid glob, named.
-    pub fn new(patterns: &[String]) -> Result<Self> {
-        let (mut by_name, mut by_path) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            let g = Glob::new(p)
-                .map_err(|e| Error::invalid(format!("invalid exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                by_path.add(g)
-            } else {
-                by_name.add(g)
-            };
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::invalid(format!("invalid exclude patterns: {e}")))
-        };
-        Ok(Self {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
-    }
-
-    /// Whether `path` (with final component `name`) is excluded.
-    pub fn is_excluded(&self, path: &Path, name: &OsStr) -> bool {
-        self.by_name.is_match(name) || self.by_path.is_match(path)
-    }
-}
 
 /// A file that a reader thread must read.
 pub(super) struct Job {
