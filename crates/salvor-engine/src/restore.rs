@@ -85,28 +85,23 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(&what, &p, e)
 }
 
-/// Restores `snap` into `opts.target`.
-///
-/// # Errors
-/// Corruption (named), target I/O errors. Metadata failures are warnings.
-pub fn restore(
-    reader: &BlobReader,
-    snap: &Snapshot,
-    opts: &RestoreOptions,
-    progress: &RestoreProgress,
-) -> Result<RestoreStats> {
+/// What a restore creates, in walk order.
+struct Plan {
+    dirs: Vec<Planned>,
+    files: Vec<Planned>,
+    others: Vec<Planned>,
+}
+
+/// Walks the snapshot and selects what `opts` asks for. With includes,
+/// only directories on the way to a selected entry (or selected
+/// themselves) are kept.
+fn plan(reader: &BlobReader, snap: &Snapshot, opts: &RestoreOptions) -> Result<Plan> {
     let includes = (!opts.includes.is_empty())
         .then(|| ExcludeSet::new(&opts.includes))
         .transpose()?;
     let excludes = ExcludeSet::new(&opts.excludes)?;
-    // Into an empty target nothing needs removing first: skip one unlink per file.
-    let fresh = longpath::read_dir_names(&opts.target).map_or(true, |d| d.is_empty());
-    longpath::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
-    let mut stats = RestoreStats::default();
-    let mut dirs: Vec<Planned> = Vec::new();
-    let mut files: Vec<Planned> = Vec::new();
-    let mut others: Vec<Planned> = Vec::new();
-    // Walk: `included` tracks whether an ancestor already matched an include.
+    let (mut dirs, mut files, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    // Paths that matched an include: everything below them is selected.
     let mut included_prefixes: Vec<Vec<u8>> = Vec::new();
     browse::walk(reader, &snap.tree, b"/", &mut |p, n| {
         let path_os = std::ffi::OsStr::from_bytes(p);
@@ -114,8 +109,8 @@ pub fn restore(
             return Ok(false);
         }
         let under_include = included_prefixes
-            .iter()
-            .any(|i| p.starts_with(i) && p.get(i.len()) == Some(&b'/'));
+            .last()
+            .is_some_and(|i| p.starts_with(i) && p.get(i.len()) == Some(&b'/'));
         let matched = includes.as_ref().is_none_or(|inc| {
             under_include
                 || inc.is_excluded(Path::new(path_os), std::ffi::OsStr::from_bytes(&n.name))
@@ -129,7 +124,7 @@ pub fn restore(
         };
         match n.kind {
             NodeKind::Dir => {
-                dirs.push(planned);
+                dirs.push((planned, matched));
                 Ok(true)
             }
             _ if !matched => Ok(false),
@@ -143,20 +138,73 @@ pub fn restore(
             }
         }
     })?;
-    // Drop directories that hold nothing selected (only when filtering).
-    if includes.is_some() {
-        let keep: Vec<&Path> = files
-            .iter()
-            .chain(others.iter())
-            .map(|p| p.path.as_path())
-            .collect();
-        dirs.retain(|d| {
-            included_prefixes
-                .iter()
-                .any(|i| d.path == to_path(&opts.target, i))
-                || keep.iter().any(|k| k.starts_with(&d.path))
-        });
-    }
+    let dirs = if includes.is_some() {
+        // Every ancestor of something selected, found once per path.
+        let mut needed: std::collections::HashSet<&Path> = Default::default();
+        for p in files.iter().chain(&others).map(|p| p.path.as_path()) {
+            let mut cur = p.parent();
+            while let Some(d) = cur {
+                if !needed.insert(d) {
+                    break;
+                }
+                cur = d.parent();
+            }
+        }
+        let needed: std::collections::HashSet<PathBuf> =
+            needed.into_iter().map(Path::to_path_buf).collect();
+        dirs.into_iter()
+            .filter(|(d, matched)| *matched || needed.contains(&d.path))
+            .map(|(d, _)| d)
+            .collect()
+    } else {
+        dirs.into_iter().map(|(d, _)| d).collect()
+    };
+    Ok(Plan {
+        dirs,
+        files,
+        others,
+    })
+}
+
+/// How many of the entries (files, links, special files) a restore of
+/// `snap` with `opts` would write already exist in the target, and how many
+/// it would write in all: what a confirmation should name.
+///
+/// # Errors
+/// Unreadable trees; invalid patterns.
+pub fn existing_entries(
+    reader: &BlobReader,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> Result<(u64, u64)> {
+    let plan = plan(reader, snap, opts)?;
+    let entries: Vec<&Planned> = plan.files.iter().chain(&plan.others).collect();
+    let existing = entries
+        .iter()
+        .filter(|p| longpath::symlink_metadata(&p.path).is_ok())
+        .count();
+    Ok((existing as u64, entries.len() as u64))
+}
+
+/// Restores `snap` into `opts.target`.
+///
+/// # Errors
+/// Corruption (named), target I/O errors. Metadata failures are warnings.
+pub fn restore(
+    reader: &BlobReader,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreStats> {
+    let Plan {
+        mut dirs,
+        files,
+        others,
+    } = plan(reader, snap, opts)?;
+    // Into an empty target nothing needs removing first: skip one unlink per file.
+    let fresh = longpath::read_dir_names(&opts.target).map_or(true, |d| d.is_empty());
+    longpath::create_dir_all(&opts.target).map_err(io("cannot create", &opts.target))?;
+    let mut stats = RestoreStats::default();
     for d in &dirs {
         // In a non-empty target a path may already exist as a symlink (or a
         // file): replace it, or files below would be written through it,

@@ -582,3 +582,174 @@ fn a_hundred_thousand_exclude_patterns_back_up_quickly() {
     // Every file matched one of the patterns.
     assert_eq!(b["summary"]["files_new"], 0, "{b}");
 }
+
+/// A `World` whose configuration file holds `config`.
+fn with_config(config: &str) -> (World, PathBuf) {
+    let w = World::new();
+    w.init();
+    let cfg = w.path("salvor.toml");
+    std::fs::write(&cfg, config).unwrap();
+    (w, cfg)
+}
+
+#[test]
+fn a_source_restore_refuses_flags_that_do_not_apply() {
+    let (w, cfg) = with_config("");
+    let data = w.path("data");
+    write(&data.join("keep.txt"), b"original\n");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source.pv]\ntype = \"files\"\npaths = [\"{}\"]\n\n[source.cmd]\ntype = \"command\"\ncommand = \"echo hi\"\nrestore_command = \"cat > {}\"\n",
+            data.display(),
+            w.path("restored-cmd").display()
+        ),
+    )
+    .unwrap();
+    let c: &dyn AsRef<std::ffi::OsStr> = &cfg;
+    w.ok(&[&"-c", c, &"backup", &"--source", &"pv", &"--source", &"cmd"]);
+    write(&data.join("keep.txt"), b"changed live\n");
+    for extra in [
+        vec!["--target", "elsewhere"],
+        vec!["--include", "/x/**"],
+        vec!["--exclude", "*.txt"],
+    ] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"-c",
+            c,
+            &"restore",
+            &"latest",
+            &"--source",
+            &"pv",
+            &"--yes",
+        ];
+        args.extend(extra.iter().map(|s| s as &dyn AsRef<std::ffi::OsStr>));
+        let out = w.fails(&args, 1);
+        assert!(
+            stderr(&out).contains(extra[0]) && stderr(&out).contains("does not apply"),
+            "{extra:?}: {}",
+            show(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read(data.join("keep.txt")).unwrap(),
+        b"changed live\n"
+    );
+    assert!(!w.path("elsewhere").exists());
+    let out = w.fails(
+        &[
+            &"-c",
+            c,
+            &"restore",
+            &"latest",
+            &"--source",
+            &"cmd",
+            &"--only",
+            &"x",
+            &"--yes",
+        ],
+        1,
+    );
+    assert!(stderr(&out).contains("do not apply"), "{}", show(&out));
+    assert!(!w.path("restored-cmd").exists());
+}
+
+#[test]
+fn a_files_restore_asks_only_about_files_that_exist() {
+    let (w, cfg) = with_config("");
+    let data = w.path("data");
+    write(&data.join("a.txt"), b"a\n");
+    write(&data.join("b.txt"), b"b\n");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source.pv]\ntype = \"files\"\npaths = [\"{}\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let c: &dyn AsRef<std::ffi::OsStr> = &cfg;
+    w.ok(&[&"-c", c, &"backup", &"--source", &"pv"]);
+    // A target holding other things: nothing of the snapshot exists there,
+    // so there is nothing to confirm (no terminal here, so a question fails).
+    let target = w.path("target");
+    write(&target.join("unrelated.txt"), b"mine\n");
+    let t: &dyn AsRef<std::ffi::OsStr> = &target;
+    w.ok(&[
+        &"-c",
+        c,
+        &"restore",
+        &"latest",
+        &"--source",
+        &"pv",
+        &"--to",
+        t,
+    ]);
+    assert_eq!(
+        std::fs::read(target.join("unrelated.txt")).unwrap(),
+        b"mine\n"
+    );
+    // Again: now both files exist, and the refusal counts them.
+    let out = w.fails(
+        &[
+            &"-c",
+            c,
+            &"restore",
+            &"latest",
+            &"--source",
+            &"pv",
+            &"--to",
+            t,
+        ],
+        1,
+    );
+    assert!(
+        stderr(&out).contains("2 of the snapshot's 2 files"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn demo_refuses_a_directory_it_did_not_make() {
+    let w = World::new();
+    let dir = w.path("mine");
+    write(&dir.join("precious.txt"), b"keep me\n");
+    let out = w.fails(&[&"demo", &"--dir", &dir], 1);
+    assert!(stderr(&out).contains("not made by"), "{}", show(&out));
+    assert_eq!(
+        std::fs::read(dir.join("precious.txt")).unwrap(),
+        b"keep me\n"
+    );
+    // Its own directory it runs in again, and it counts what it compares.
+    let own = w.path("demo");
+    w.ok(&[&"demo", &"--dir", &own]);
+    let out = w.ok(&[&"demo", &"--dir", &own]);
+    let text = stdout(&out);
+    assert!(text.contains("7 files,"), "{text}");
+    assert!(
+        text.contains("7 files and 1 symlink(s) identical"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_names_every_environment_variable() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let mut vars: Vec<&str> = readme
+        .split(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+        .filter(|w| w.starts_with("SALVOR_") && w.len() > 7)
+        .collect();
+    vars.sort();
+    vars.dedup();
+    assert!(!vars.is_empty());
+    for v in vars {
+        assert!(help.contains(v), "--help does not name {v}");
+    }
+}

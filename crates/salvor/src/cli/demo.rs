@@ -107,7 +107,14 @@ fn sample_db(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn compare(a: &Path, b: &Path, files: &mut u64) -> anyhow::Result<()> {
+/// Entries compared: regular files and symlinks.
+#[derive(Default)]
+struct Compared {
+    files: u64,
+    links: u64,
+}
+
+fn compare(a: &Path, b: &Path, count: &mut Compared) -> anyhow::Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(a)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
@@ -129,7 +136,7 @@ fn compare(a: &Path, b: &Path, files: &mut u64) -> anyhow::Result<()> {
             bail!("{} differs in type or mode", pb.display());
         }
         if ma.is_dir() {
-            compare(&pa, &pb, files)?;
+            compare(&pa, &pb, count)?;
             continue;
         }
         if ma.is_symlink() {
@@ -142,17 +149,48 @@ fn compare(a: &Path, b: &Path, files: &mut u64) -> anyhow::Result<()> {
         if ma.mtime() != mb.mtime() || ma.mtime_nsec() != mb.mtime_nsec() {
             bail!("{} has a different mtime", pb.display());
         }
-        *files += 1;
+        if ma.is_symlink() {
+            count.links += 1;
+        } else {
+            count.files += 1;
+        }
     }
     Ok(())
 }
 
+/// The file that marks a directory as the demo's own.
+const DEMO_MARKER: &str = ".salvor-demo";
+
 /// Runs the demo.
 pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     let dir = std::path::absolute(&a.dir)?;
+    // Only a directory an earlier demo made (it holds the marker) is cleared:
+    // anything else the user keeps there must survive a mistyped --dir.
+    let marker = dir.join(DEMO_MARKER);
+    // Demos before the marker left exactly these entries.
+    let only_demo_entries = std::fs::read_dir(&dir).map_or(true, |d| {
+        d.flatten().all(|e| {
+            ["source", "repo", "restore", "app.db", DEMO_MARKER]
+                .iter()
+                .any(|n| e.file_name() == *n)
+        })
+    });
+    if !only_demo_entries && !marker.exists() {
+        return Err(salvor_engine::Error::invalid(format!(
+            "{} is not empty and was not made by `salvor demo`",
+            dir.display()
+        ))
+        .hint("pass --dir with a new or empty directory")
+        .into());
+    }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        &marker,
+        b"made by salvor demo; the next demo run clears this directory\n",
+    )?;
     let (src, repo_dir, target) = (dir.join("source"), dir.join("repo"), dir.join("restore"));
     let say = |s: String| {
         if !g.quiet {
@@ -250,11 +288,11 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         },
         &Default::default(),
     )?;
-    let mut files = 0;
+    let mut compared = Compared::default();
     compare(
         &src,
         &target.join(src.strip_prefix("/").unwrap_or(&src)),
-        &mut files,
+        &mut compared,
     )?;
     let snap3 = repo.read_snapshot(&id3)?;
     let node = browse::find(&reader, &snap3.tree, "demo.sql")?.context("demo.sql missing")?;
@@ -278,8 +316,10 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         bail!("the restored database's row counts differ from the manifest");
     }
     say(format!(
-        "8. restored to {}: {files} files identical to the source (content, modes, links, mtimes); stream identical; app.db rows match its manifest",
-        target.display()
+        "8. restored to {}: {} files and {} symlink(s) identical to the source (content, modes, hardlinks, mtimes); stream identical; app.db rows match its manifest",
+        target.display(),
+        compared.files,
+        compared.links
     ));
     say(format!(
         "\nnext: export SALVOR_REPO={} and SALVOR_PASSWORD=salvor-demo-password, then try `salvor snapshots`, `salvor ls latest`, `salvor diff {} {}`",

@@ -50,7 +50,26 @@ pub struct RestoreArgs {
 
 /// Runs `salvor restore`.
 pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
-    if a.source.is_some() {
+    if let Some(name) = &a.source {
+        // A flag that does not apply must never be dropped silently: with
+        // --yes, a source restore ignoring --target or --include would
+        // overwrite live data the user meant to keep.
+        let misplaced = [
+            (
+                a.target.is_some(),
+                "--target",
+                "--to DIR (files sources) or --into",
+            ),
+            (!a.includes.is_empty(), "--include", "--only"),
+            (!a.excludes.is_empty(), "--exclude", "--only"),
+        ];
+        if let Some((_, flag, instead)) = misplaced.iter().find(|(given, _, _)| *given) {
+            return Err(Error::invalid(format!(
+                "{flag} does not apply to a source restore (--source {name})"
+            ))
+            .hint(format!("use {instead} to choose what and where"))
+            .into());
+        }
         return super::sources::restore(g, a);
     }
     let target = a

@@ -72,6 +72,12 @@ impl Source for &CommandConfig {
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
+        if !ctx.only.is_empty() || ctx.rename.is_some() {
+            return Err(Error::invalid(
+                "a command source restores its whole stream: --only and --into do not apply",
+            )
+            .hint("drop them; restore_command decides where the stream goes"));
+        }
         let cmd = self.restore_command.as_ref().ok_or_else(|| {
             Error::invalid("this command source has no restore_command")
                 .hint("add restore_command to its configuration, or use `salvor dump`")

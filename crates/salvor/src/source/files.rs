@@ -59,21 +59,31 @@ impl Source for &FilesConfig {
             .map(PathBuf::from)
             .or_else(|| self.restore_to.clone())
             .ok_or_else(|| Error::invalid("no directory to restore into").hint("pass --to DIR"))?;
-        let mut report = RestoreReport::default();
-        report
-            .actions
-            .push(format!("restore files into {}", target.display()));
-        if ctx.dry_run {
-            return Ok(report);
-        }
-        if std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some()) {
-            ctx.confirm(&format!("files in {}", target.display()))?;
-        }
         let opts = RestoreOptions {
-            target,
+            target: target.clone(),
             includes: ctx.only.to_vec(),
             excludes: Vec::new(),
         };
+        let (existing, total) = restore::existing_entries(ctx.reader, ctx.snapshot, &opts)?;
+        let mut report = RestoreReport::default();
+        report.actions.push(format!(
+            "restore {total} files, links and special files into {}{}",
+            target.display(),
+            if existing > 0 {
+                format!(", replacing the {existing} of them that exist there")
+            } else {
+                String::new()
+            }
+        ));
+        if ctx.dry_run {
+            return Ok(report);
+        }
+        if existing > 0 {
+            ctx.confirm(&format!(
+                "{existing} of the snapshot's {total} files in {}",
+                target.display()
+            ))?;
+        }
         let stats = restore::restore(ctx.reader, ctx.snapshot, &opts, &Default::default())?;
         report.counts.insert("files".into(), stats.files.into());
         report.counts.insert("bytes".into(), stats.bytes.into());
