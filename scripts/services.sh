@@ -2,7 +2,7 @@
 # services.sh: install and run real servers on 127.0.0.1 for salvor's integration tests.
 #
 #   scripts/services.sh install          # apt packages, s3s-fs (cargo), nx-27017 venv; idempotent
-#   scripts/services.sh start [NAME...]  # default: postgres mariadb redis etcd s3 mongo (also: sftp)
+#   scripts/services.sh start [NAME...]  # default: postgres mariadb redis etcd s3 mongo (also: etcd_tls sftp)
 #   scripts/services.sh status           # one line per service
 #   scripts/services.sh stop             # stop by recorded pid, remove the state dir
 #
@@ -10,7 +10,7 @@
 # Each server gets a fresh data dir under the state dir and random passwords (never printed).
 # Knobs: SALVOR_SERVICES_DIR (state dir, default /tmp/salvor-services; user postgres must reach it),
 # SALVOR_SERVICES_CACHE (nx-27017 venv, default ~/.cache/salvor-services), SALVOR_SERVICES_TIMEOUT
-# (readiness, default 60 s), SALVOR_{PG,MYSQL,REDIS,ETCD,ETCD_PEER,S3,MONGO,SFTP}_PORT. Ports stay
+# (readiness, default 60 s), SALVOR_{PG,MYSQL,REDIS,ETCD,ETCD_PEER,ETCD_TLS,ETCD_TLS_PEER,S3,MONGO,SFTP}_PORT. Ports stay
 # below 32768: 32768-60999 is the ephemeral range, where a probe can connect to itself.
 # "mongo" is nx-27017, a MongoDB wire-protocol stand-in (SQLite-backed), not mongod.
 set -euo pipefail
@@ -24,11 +24,13 @@ MYSQL_PORT=${SALVOR_MYSQL_PORT:-13306}
 REDIS_PORT=${SALVOR_REDIS_PORT:-16379}
 ETCD_PORT=${SALVOR_ETCD_PORT:-12379}
 ETCD_PEER_PORT=${SALVOR_ETCD_PEER_PORT:-12380}
+ETCD_TLS_PORT=${SALVOR_ETCD_TLS_PORT:-12389}
+ETCD_TLS_PEER_PORT=${SALVOR_ETCD_TLS_PEER_PORT:-12390}
 S3_PORT=${SALVOR_S3_PORT:-19000}
 MONGO_PORT=${SALVOR_MONGO_PORT:-27018}
 SFTP_PORT=${SALVOR_SFTP_PORT:-12222}
 DEFAULT_SERVICES="postgres mariadb redis etcd s3 mongo"
-ALL_SERVICES="$DEFAULT_SERVICES sftp"
+ALL_SERVICES="$DEFAULT_SERVICES etcd_tls sftp"
 APT_PACKAGES="postgresql postgresql-contrib mariadb-server mariadb-client redis-server etcd-server
   etcd-client openssh-server sqlite3 python3-venv curl openssl"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -194,6 +196,31 @@ start_etcd() {
     --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "default=$p"
   ETCDCTL_API=3 wait_ready etcd etcdctl --endpoints "$c" endpoint health
   echo "export SALVOR_TEST_ETCD_ENDPOINT=$c" >"$d/env"
+}
+
+start_etcd_tls() { # a second etcd with TLS and client certificates (seed 001 runs etcd this way)
+  local d=$STATE/etcd_tls c=https://127.0.0.1:$ETCD_TLS_PORT p=http://127.0.0.1:$ETCD_TLS_PEER_PORT
+  prepare etcd_tls "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT"
+  ( cd "$d" && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=salvor-test-ca \
+      -keyout ca.key -out ca.crt >/dev/null 2>&1 &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr >/dev/null 2>&1 &&
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt >/dev/null 2>&1 &&
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=salvor -keyout client.key -out client.csr >/dev/null 2>&1 &&
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile client.ext -out client.crt >/dev/null 2>&1 ) || die "etcd_tls: cannot make certificates"
+  chmod 600 "$d"/*.key
+  spawn etcd_tls etcd --name tls --data-dir "$d/data" --listen-client-urls "$c" --advertise-client-urls "$c" \
+    --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "tls=$p" \
+    --cert-file "$d/server.crt" --key-file "$d/server.key" --trusted-ca-file "$d/ca.crt" --client-cert-auth
+  ETCDCTL_API=3 wait_ready etcd_tls etcdctl --endpoints "$c" --cacert "$d/ca.crt" --cert "$d/client.crt" \
+    --key "$d/client.key" endpoint health
+  cat >"$d/env" <<EOF
+export SALVOR_TEST_ETCD_TLS_ENDPOINT=$c SALVOR_TEST_ETCD_TLS_CA=$d/ca.crt
+export SALVOR_TEST_ETCD_TLS_CERT=$d/client.crt SALVOR_TEST_ETCD_TLS_KEY=$d/client.key
+EOF
 }
 
 start_s3() {

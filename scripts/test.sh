@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: formatting, lints, unit, property,
 # CLI, crash and concurrency tests, and the source tests against real servers
-# (PostgreSQL, MariaDB, Redis, etcd, and the MongoDB wire-protocol stand-in),
+# (PostgreSQL, MariaDB, Redis, etcd with and without TLS, an S3 server, and
+# the MongoDB wire-protocol stand-in),
 # which scripts/services.sh installs and starts on 127.0.0.1 and stops after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +12,7 @@ if ! command -v cc >/dev/null || ! command -v openssl >/dev/null; then
 fi
 
 export SALVOR_SERVICES_DIR="${SALVOR_SERVICES_DIR:-/tmp/salvor-services-test}"
-export SALVOR_SERVICES_NO_S3=1 # no test uses S3 yet
-services=(postgres mariadb redis etcd mongo)
+services=(postgres mariadb redis etcd etcd_tls s3 mongo)
 bash scripts/services.sh install
 bash scripts/services.sh start "${services[@]}"
 trap 'bash scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
@@ -23,4 +23,7 @@ set +a
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Server tests fail rather than pass when their server is missing; make sure
+# nothing in the environment asks them to skip.
+unset SALVOR_TEST_SKIP_SERVICES
 cargo test --workspace --no-fail-fast 2>&1

@@ -187,7 +187,10 @@ pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SALVOR_LOG")
-                .unwrap_or_else(|_| level.into()),
+                // Libraries' own logs (rustls, OpenDAL, drivers) stay out of
+                // the way: salvor reports their failures in its own errors.
+                // SALVOR_LOG=debug shows everything.
+                .unwrap_or_else(|_| format!("off,salvor={level},salvor_engine={level}").into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

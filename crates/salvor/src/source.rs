@@ -388,17 +388,20 @@ impl RestoreContext<'_> {
         browse::dump(self.reader, &node, out)
     }
 
-    /// Asks before overwriting `what` unless `--yes`; refuses without a terminal.
+    /// Asks before overwriting `what` unless `--yes`; refuses without a
+    /// terminal. `elsewhere` names the flag that restores somewhere else
+    /// for this source ("--into DIR", "--to OTHER").
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] when not confirmed.
-    pub fn confirm(&self, what: &str) -> Result<()> {
+    pub fn confirm(&self, what: &str, elsewhere: &str) -> Result<()> {
         if self.yes || self.dry_run {
             return Ok(());
         }
         let refuse = || {
-            Error::invalid(format!("restore would overwrite {what}"))
-                .hint("pass --yes to overwrite, or restore elsewhere with --to")
+            Error::invalid(format!("restore would overwrite {what}")).hint(format!(
+                "pass --yes to overwrite, or restore elsewhere with {elsewhere}"
+            ))
         };
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return Err(refuse());

@@ -79,8 +79,18 @@ const STREAM: &str = "snapshot.db";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdConfig {
-    /// Client URL, e.g. `http://127.0.0.1:2379`.
+    /// Client URL, e.g. `http://127.0.0.1:2379` or `https://etcd.internal:2379`.
     pub endpoint: String,
+    /// CA certificate (PEM) that signed the server's certificate, for an
+    /// `https://` endpoint (`etcdctl --cacert`); default: the system's roots.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (`etcdctl --cert`), with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `cert` (`etcdctl --key`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// Key prefixes whose key counts the manifest records.
     #[serde(default)]
     pub prefixes: Vec<String>,

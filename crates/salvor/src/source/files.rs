@@ -79,10 +79,13 @@ impl Source for &FilesConfig {
             return Ok(report);
         }
         if existing > 0 {
-            ctx.confirm(&format!(
-                "{existing} of the snapshot's {total} files in {}",
-                target.display()
-            ))?;
+            ctx.confirm(
+                &format!(
+                    "{existing} of the snapshot's {total} files in {}",
+                    target.display()
+                ),
+                "--to DIR",
+            )?;
         }
         let stats = restore::restore(ctx.reader, ctx.snapshot, &opts, &Default::default())?;
         report.counts.insert("files".into(), stats.files.into());

@@ -241,12 +241,15 @@ impl Source for &RedisConfig {
             plan.push((n, to, keys));
         }
         if clashes.0 > 0 {
-            ctx.confirm(&format!(
-                "{} existing keys in redis at {} (e.g. {})",
-                clashes.0,
-                self.addr(),
-                clashes.1.unwrap_or_default()
-            ))?;
+            ctx.confirm(
+                &format!(
+                    "{} existing keys in redis at {} (e.g. {})",
+                    clashes.0,
+                    self.addr(),
+                    clashes.1.unwrap_or_default()
+                ),
+                "--to OTHER_SOURCE or --into DB_NUMBER",
+            )?;
         }
         let mut total = 0;
         for (from, to, keys) in &plan {

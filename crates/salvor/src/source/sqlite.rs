@@ -288,7 +288,10 @@ impl Source for &SqliteConfig {
             found["page_count"]
         ));
         if exists {
-            ctx.confirm(&format!("sqlite database {}", target.display()))?;
+            ctx.confirm(
+                &format!("sqlite database {}", target.display()),
+                "--into PATH",
+            )?;
         }
         if ctx.dry_run {
             report.counts = found["tables"].as_object().cloned().unwrap_or_default();

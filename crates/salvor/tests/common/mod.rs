@@ -1,22 +1,30 @@
 //! Shared helpers for the source tests against real servers.
 //!
 //! The servers are started by `scripts/services.sh start` (CI and
-//! `scripts/test.sh` do this) and described by `SALVOR_TEST_*` variables. When
-//! they are absent (a plain `cargo test` on a laptop) these tests print why
-//! and pass without running: CI always runs them.
+//! `scripts/test.sh` do this) and described by `SALVOR_TEST_*` variables.
+//! Without them a server test fails, saying how to start them: a test that
+//! passes without running proves nothing. On a laptop without the servers,
+//! `SALVOR_TEST_SKIP_SERVICES=1` skips them, each printing `SKIPPED`;
+//! `scripts/test.sh` never sets it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
-/// True when the real servers are up; otherwise prints the reason once.
+/// True when the real servers are up. Panics when they are not, unless
+/// skipping was asked for explicitly.
 pub fn services(test: &str) -> bool {
     if std::env::var("SALVOR_TEST_SERVICES").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!(
-        "skipped {test}: no test servers (run scripts/services.sh start and source its env file, or scripts/test.sh)"
+    let how = "run scripts/services.sh install && scripts/services.sh start, then source its env file (scripts/test.sh does all of this)";
+    if std::env::var("SALVOR_TEST_SKIP_SERVICES").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: no test servers ({how})");
+        return false;
+    }
+    panic!(
+        "{test} needs the real test servers and none are running: {how}; \
+         or set SALVOR_TEST_SKIP_SERVICES=1 to skip the server tests"
     );
-    false
 }
 
 /// A required test variable.

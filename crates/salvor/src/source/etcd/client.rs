@@ -55,13 +55,25 @@ impl Client {
     /// Connects to `endpoint` (authenticating if a user is configured).
     pub(super) fn new(cfg: &EtcdConfig, endpoint: &str) -> Result<Self> {
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(timeout)
-            .timeout(None)
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::Backend, "cannot create an http client").source(e)
-            })?;
+            .timeout(None);
+        let tls = cfg.ca_cert.is_some() || cfg.cert.is_some() || cfg.key.is_some();
+        let https = endpoint.starts_with("https://");
+        if tls && !https && endpoint == cfg.endpoint {
+            return Err(Error::invalid(format!(
+                "ca_cert, cert and key need an https:// endpoint, not {endpoint}"
+            ))
+            .hint("write the endpoint as https://HOST:PORT"));
+        }
+        // The certificates are the configured cluster's; a scratch etcd a
+        // restore starts on loopback speaks plain http.
+        if https {
+            builder = Self::tls(builder, cfg)?;
+        }
+        let http = builder.build().map_err(|e| {
+            Error::new(ErrorKind::Backend, "cannot create an http client").source(e)
+        })?;
         let mut c = Self {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -77,6 +89,47 @@ impl Client {
             c.token = r["token"].as_str().map(String::from);
         }
         Ok(c)
+    }
+
+    /// The CA and client certificate of `cfg`, as `etcdctl --cacert --cert --key` takes them.
+    fn tls(
+        mut builder: reqwest::blocking::ClientBuilder,
+        cfg: &EtcdConfig,
+    ) -> Result<reqwest::blocking::ClientBuilder> {
+        let read_pem = |p: &std::path::Path, what: &str| {
+            crate::input::read_text(p, 1 << 20, what).map(String::into_bytes)
+        };
+        if let Some(ca) = &cfg.ca_cert {
+            let pem = read_pem(ca, "CA certificate")?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::invalid(format!("{} holds no PEM certificate", ca.display())).source(e)
+            })?;
+            // Only this CA: a private cluster's certificate must not be
+            // accepted because some public root signed another one.
+            builder = builder.tls_certs_only(certs);
+        }
+        match (&cfg.cert, &cfg.key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem(cert, "client certificate")?;
+                pem.push(b'\n');
+                pem.extend(read_pem(key, "client key")?);
+                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    Error::invalid(format!(
+                        "{} and {} are not a PEM certificate and its key",
+                        cert.display(),
+                        key.display()
+                    ))
+                    .source(e)
+                })?;
+                builder = builder.identity(id);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid("cert and key must be given together")
+                    .hint("set both, as for etcdctl --cert and --key"));
+            }
+        }
+        Ok(builder)
     }
 
     /// POSTs `body` to `/v3/{path}`; a non-2xx answer is an error.

@@ -54,7 +54,10 @@ impl EtcdConfig {
             self.restore_peer_url
         ));
         if occupied {
-            ctx.confirm(&format!("etcd data directory {}", dir.display()))?;
+            ctx.confirm(
+                &format!("etcd data directory {}", dir.display()),
+                "--into DIR",
+            )?;
         }
         if ctx.dry_run {
             return Ok(());
@@ -116,10 +119,10 @@ impl EtcdConfig {
             target.endpoint
         ));
         if clashes > 0 {
-            ctx.confirm(&format!(
-                "{clashes} existing keys in etcd at {}",
-                target.endpoint
-            ))?;
+            ctx.confirm(
+                &format!("{clashes} existing keys in etcd at {}", target.endpoint),
+                "--to OTHER_SOURCE",
+            )?;
         }
         report.counts.insert("replaced".into(), clashes.into());
         if !ctx.dry_run {

@@ -119,7 +119,10 @@ pub(super) fn check_targets(conn: &Conn, ctx: &RestoreContext, items: &[Item]) -
         .map(|(i, n)| format!("{}.{} ({n} documents)", i.into, i.coll))
         .collect();
     if !full.is_empty() {
-        ctx.confirm(&format!("non-empty collections {}", full.join(", ")))?;
+        ctx.confirm(
+            &format!("non-empty collections {}", full.join(", ")),
+            "--into NEWNAME or --to OTHER_SOURCE",
+        )?;
     }
     Ok(existing)
 }

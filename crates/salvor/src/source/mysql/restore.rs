@@ -109,7 +109,10 @@ impl MysqlConfig {
                 Ok(false)
             }
             None => {
-                ctx.confirm(&format!("database {t} ({} tables)", existing.len()))?;
+                ctx.confirm(
+                    &format!("database {t} ({} tables)", existing.len()),
+                    "--into NEWNAME or --to OTHER_SOURCE",
+                )?;
                 report
                     .actions
                     .push(format!("drop and recreate database {t}"));
@@ -119,7 +122,10 @@ impl MysqlConfig {
                 let clash: Vec<&String> = existing.iter().filter(|e| set.contains(*e)).collect();
                 if !clash.is_empty() {
                     let names = clash.iter().map(|s| s.as_str()).collect::<Vec<_>>();
-                    ctx.confirm(&format!("table(s) {} in database {t}", names.join(", ")))?;
+                    ctx.confirm(
+                        &format!("table(s) {} in database {t}", names.join(", ")),
+                        "--into NEWNAME or --to OTHER_SOURCE",
+                    )?;
                     report.actions.push(format!(
                         "replace table(s) {} in database {t}",
                         names.join(", ")

@@ -142,11 +142,10 @@ impl PostgresConfig {
         match &p.tables {
             None if existing.is_empty() => Ok(Prepare::Nothing),
             None => {
-                ctx.confirm(&format!(
-                    "database {} ({} relations)",
-                    p.target,
-                    existing.len()
-                ))?;
+                ctx.confirm(
+                    &format!("database {} ({} relations)", p.target, existing.len()),
+                    "--into NEWNAME or --to OTHER_SOURCE",
+                )?;
                 Ok(Prepare::Recreate)
             }
             Some(set) => {
@@ -158,12 +157,15 @@ impl PostgresConfig {
                 let mut dependents = Vec::new();
                 if !clash.is_empty() {
                     dependents = conn.dependents(&p.target, &clash)?;
-                    ctx.confirm(&format!(
-                        "table(s) {} in database {}{}",
-                        clash.join(", "),
-                        p.target,
-                        cascade_note(&dependents)
-                    ))?;
+                    ctx.confirm(
+                        &format!(
+                            "table(s) {} in database {}{}",
+                            clash.join(", "),
+                            p.target,
+                            cascade_note(&dependents)
+                        ),
+                        "--into NEWNAME or --to OTHER_SOURCE",
+                    )?;
                 }
                 Ok(Prepare::DropTables(clash, dependents))
             }
