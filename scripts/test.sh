@@ -22,8 +22,11 @@ set -a
 set +a
 
 cargo fmt --all -- --check
+# Both builds must be clean: the default one (what `cargo run --release --
+# demo` compiles) and the one with every optional source.
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Server tests fail rather than pass when their server is missing; make sure
 # nothing in the environment asks them to skip.
 unset SALVOR_TEST_SKIP_SERVICES
-cargo test --workspace --no-fail-fast 2>&1
+cargo test --workspace --all-features --no-fail-fast 2>&1

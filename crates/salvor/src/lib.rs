@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod input;
 pub mod source;

@@ -343,6 +343,9 @@ pub struct RestoreContext<'a> {
     pub dry_run: bool,
     /// Overwrite existing data without asking.
     pub yes: bool,
+    /// Accept that replacing chosen tables drops, for good, objects of the
+    /// target that depend on them (views, other tables' foreign keys).
+    pub drop_dependents: bool,
 }
 
 impl RestoreContext<'_> {

@@ -8,7 +8,11 @@
 //! their arguments and pass an archive through, which checks salvor's side of
 //! that contract (arguments, credentials, streaming, failures) only.
 //!
-//! Skipped with a message unless `SALVOR_TEST_SERVICES=1` (see tests/common).
+//! Fails unless `SALVOR_TEST_SERVICES=1` (see tests/common).
+
+// Built only with the `mongodb` feature (scripts/test.sh enables every
+// feature): without it salvor has no MongoDB source to test.
+#![cfg(feature = "mongodb")]
 
 mod common;
 

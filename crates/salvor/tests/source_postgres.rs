@@ -286,7 +286,7 @@ fn backup_restore_selective_overwrite_and_dedup() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a.as_str().unwrap().contains("drop and recreate")),
+            .any(|a| a.as_str().unwrap().contains("then swap it in")),
         "{dry}"
     );
     assert_eq!(psql(&copy, "SELECT count(*) FROM notes"), "0");
@@ -305,7 +305,24 @@ fn backup_restore_selective_overwrite_and_dedup() {
     assert!(!out.status.success(), "overwrote notes without --yes");
     w.json(&["restore", &s1, "--source", "pg", "--only", "notes", "--yes"]);
 
-    // Replacing a table others depend on says what CASCADE takes with it.
+    // Replacing a table others depend on is refused, naming what CASCADE
+    // would take with it for good (the hardening issue: it used to drop a
+    // foreign key and a view and never recreate them)...
+    let out = w
+        .salvor()
+        .args(["restore", &s1, "--source", "pg", "--only", "items", "--yes"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("view cheap")
+            && err.contains("on table app.tags")
+            && err.contains("--drop-dependents"),
+        "{err}"
+    );
+    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "3001");
+    // ...unless accepted, which the dry run then describes.
     let dry = w.json(&[
         "restore",
         &s1,
@@ -314,6 +331,7 @@ fn backup_restore_selective_overwrite_and_dedup() {
         "--only",
         "items",
         "--yes",
+        "--drop-dependents",
         "--dry-run",
     ]);
     let drop = dry["report"]["actions"]
@@ -321,8 +339,8 @@ fn backup_restore_selective_overwrite_and_dedup() {
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
-        .find(|a| a.starts_with("drop table(s) public.items"))
-        .unwrap_or_else(|| panic!("no drop action: {dry}"))
+        .find(|a| a.starts_with("replace table(s) public.items"))
+        .unwrap_or_else(|| panic!("no replace action: {dry}"))
         .to_string();
     assert!(drop.contains("CASCADE also drops"), "{drop}");
     assert!(drop.contains("view cheap"), "{drop}");

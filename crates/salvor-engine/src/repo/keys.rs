@@ -75,12 +75,20 @@ pub fn make_key_file(
 /// [`ErrorKind::Corrupt`] naming the key file and what is wrong with it.
 pub fn read_key_file(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
     let bytes = backend.read_at_most(FileType::Key, name, FileType::Key.max_document())?;
+    parse_key_file(name, &bytes)
+}
+
+/// [`read_key_file`] on bytes already read.
+///
+/// # Errors
+/// As [`read_key_file`].
+pub fn parse_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
     let damaged = |why: String| Error::corrupt(format!("key file {name} is damaged: {why}"));
-    if blake3::hash(&bytes).to_hex().as_str() != name {
+    if blake3::hash(bytes).to_hex().as_str() != name {
         return Err(damaged("it does not match its name".into()));
     }
     let file: KeyFile =
-        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("it does not decode: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| damaged(format!("it does not decode: {e}")))?;
     if file.version != 1 || file.kdf != "argon2id" {
         return Err(damaged(format!(
             "unsupported version {} or kdf {:?}",
@@ -149,6 +157,8 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
     for (name, _) in &names {
         match read_key_file(backend, name) {
             Ok(f) => files.push((name.clone(), f)),
+            // Removed since the listing (`key passwd` elsewhere): gone.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) if e.kind() == ErrorKind::Corrupt => damaged.push(e),
             Err(e) => return Err(e),
         }

@@ -311,6 +311,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         rename: Some(&restored_name),
         dry_run: false,
         yes: false,
+        drop_dependents: false,
     })?;
     if serde_json::Value::Object(report.counts) != tables {
         bail!("the restored database's row counts differ from the manifest");

@@ -37,6 +37,11 @@ pub struct RestoreArgs {
     /// With --source: overwrite existing data without asking.
     #[arg(long, requires = "source")]
     pub yes: bool,
+    /// With --source: when replacing single tables also drops what depends
+    /// on them in the target (views, foreign keys of other tables), accept
+    /// that they are gone for good; without it such a restore is refused.
+    #[arg(long, requires = "source")]
+    pub drop_dependents: bool,
     /// With --source: say what would be done, change nothing.
     #[arg(long, requires = "source")]
     pub dry_run: bool,

@@ -122,6 +122,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         rename: a.into.as_deref().or(dir),
         dry_run: a.dry_run,
         yes: a.yes,
+        drop_dependents: a.drop_dependents,
     };
     let report = target.build().restore(&ctx)?;
     // Records a target rejected (http) leave a partial restore: say so in the exit code.

@@ -76,7 +76,7 @@ use client::Api;
 use config::plan;
 pub use config::{Endpoint, HeaderSetting, HttpConfig, Pagination, RestoreMethod, RestoreSpec};
 use export::{counts, export};
-use restore::{Tally, each_line, recorded, replay, select};
+use restore::{Tally, each_line, recorded, replay_stream, select};
 use template::parse_template;
 
 fn stream_name(endpoint: &str) -> String {
@@ -131,15 +131,16 @@ impl Source for &HttpConfig {
         let mut total = Tally::default();
         for (r, (spec, id)) in chosen.iter().zip(&specs) {
             let parts = parse_template(&spec.path)?;
-            let mut tally = Tally::default();
-            each_line(ctx, &r.stream, &mut |line| {
-                if ctx.dry_run {
-                    tally.records += 1;
+            let tally = if ctx.dry_run {
+                let mut t = Tally::default();
+                each_line(ctx, &r.stream, &mut |_| {
+                    t.records += 1;
                     Ok(())
-                } else {
-                    replay(&api, spec, &parts, id, line, &mut tally)
-                }
-            })?;
+                })?;
+                t
+            } else {
+                replay_stream(ctx, &r.stream, &api, spec, &parts, id)?
+            };
             let verb = if ctx.dry_run { "would send" } else { "sent" };
             report.actions.push(format!(
                 "{verb} {} records of {} as {:?} {}{}",
@@ -152,11 +153,21 @@ impl Source for &HttpConfig {
             report
                 .actions
                 .extend(tally.failures.iter().map(|f| format!("failed: {f}")));
+            if tally.conflicts > 0 {
+                report.actions.push(format!(
+                    "{} records of {} already exist on the target (409 Conflict) and were left as they are, perhaps with other content: {}{}; restore them with a PUT restore spec to overwrite",
+                    tally.conflicts,
+                    r.name,
+                    tally.conflict_ids.join(", "),
+                    if tally.conflicts > tally.conflict_ids.len() as u64 { ", ..." } else { "" }
+                ));
+            }
             per_endpoint.insert(r.name.clone(), tally.to_json(ctx.dry_run));
             total.records += tally.records;
             total.created += tally.created;
             total.existing += tally.existing;
             total.failed += tally.failed;
+            total.conflicts += tally.conflicts;
         }
         if let Value::Object(m) = total.to_json(ctx.dry_run) {
             report.counts = m;

@@ -48,11 +48,18 @@
 //! "databases": { DB: { COLL: { "documents": N, "indexes": N } } } }` (plus
 //! `"oplog"` for mongodump); `inspect` returns the same keys for the live server.
 
+// The driver and everything built on it: the MongoDB driver is the largest
+// dependency (about 150 crates), so it is a feature, off by default.
+#[cfg(feature = "mongodb")]
 mod connection;
-mod driver;
+#[cfg(feature = "mongodb")]
+pub(crate) mod driver;
+#[cfg(feature = "mongodb")]
 mod mongodump;
+#[cfg(feature = "mongodb")]
 mod plan;
 
+#[cfg(feature = "mongodb")]
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -60,14 +67,22 @@ use salvor_engine::Result;
 use salvor_engine::format::snapshot::Snapshot;
 use salvor_engine::id::SnapshotId;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(feature = "mongodb")]
+use serde_json::json;
 
+#[cfg(feature = "mongodb")]
+use super::process;
 use super::secret::Secret;
-use super::{BackupContext, RestoreContext, RestoreReport, Source, process};
+use super::{BackupContext, RestoreContext, RestoreReport, Source};
 use crate::config::bounded;
+#[cfg(feature = "mongodb")]
 use connection::Conn;
+#[cfg(feature = "mongodb")]
 use driver::{dump_collection, restore_driver};
+#[cfg(feature = "mongodb")]
 use mongodump::{backup_mongodump, restore_mongodump};
+#[cfg(feature = "mongodb")]
 use plan::{check_db_name, restore_items};
 
 /// Configuration of a `mongodb` source.
@@ -96,6 +111,7 @@ pub struct MongodbConfig {
     pub bin_dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "mongodb")]
 impl MongodbConfig {
     /// `mongodump` or `mongorestore`, from `bin_dir` or PATH.
     fn tool(&self, name: &str) -> std::process::Command {
@@ -134,6 +150,7 @@ impl std::fmt::Debug for Uri {
     }
 }
 
+#[cfg(feature = "mongodb")]
 impl Uri {
     fn resolve(&self) -> Result<String> {
         match self {
@@ -155,6 +172,7 @@ pub enum Method {
     Mongodump,
 }
 
+#[cfg(feature = "mongodb")]
 impl MongodbConfig {
     fn manifest(&self, conn: &Conn, databases: serde_json::Map<String, Value>) -> Value {
         json!({
@@ -168,6 +186,27 @@ impl MongodbConfig {
     }
 }
 
+#[cfg(not(feature = "mongodb"))]
+impl Source for &MongodbConfig {
+    fn backup(&self, _: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
+        Err(without_driver())
+    }
+    fn restore(&self, _: &RestoreContext) -> Result<RestoreReport> {
+        Err(without_driver())
+    }
+    fn inspect(&self) -> Result<Value> {
+        Err(without_driver())
+    }
+}
+
+/// The error of a build without the `mongodb` feature.
+#[cfg(not(feature = "mongodb"))]
+fn without_driver() -> salvor_engine::Error {
+    salvor_engine::Error::invalid("this salvor was built without MongoDB support")
+        .hint("build it with `cargo build --release --features mongodb`")
+}
+
+#[cfg(feature = "mongodb")]
 impl Source for &MongodbConfig {
     fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
         let conn = Conn::open(self)?;

@@ -90,17 +90,27 @@ use super::sql::Counts;
 // ---------------------------------------------------------------- backup
 
 impl MysqlConfig {
-    fn dump_database(&self, conn: &Conn, db: &str, streams: &mut Streams) -> Result<Value> {
+    fn dump_database(
+        &self,
+        conn: &Conn,
+        db: &str,
+        routines: bool,
+        streams: &mut Streams,
+    ) -> Result<Value> {
         let charset = conn.charset(db)?;
         let mut cmd = conn.tool(conn.dump_tool());
         cmd.args([
             "--single-transaction",
-            "--routines",
             "--triggers",
             "--events",
             "--hex-blob",
             "--skip-dump-date",
         ])
+        .arg(if routines {
+            "--routines"
+        } else {
+            "--skip-routines"
+        })
         .args(&self.dump_args)
         .arg(db);
         let tool = cmd.get_program().to_string_lossy().into_owned();
@@ -136,14 +146,24 @@ impl Source for &MysqlConfig {
         let version = conn.version()?;
         let dbs = self.selected_databases(&conn)?;
         let tool = conn.dump_tool();
+        let denied = conn.routines_denied()?;
+        if let Some(why) = &denied {
+            tracing::warn!(
+                "stored procedures and functions are not backed up: {why} (GRANT SELECT ON mysql.proc TO the backup user to include them)"
+            );
+        }
         let mut streams = ctx.streams()?;
         let mut databases = serde_json::Map::new();
         for db in &dbs {
-            let entry = self.dump_database(&conn, db, &mut streams)?;
+            let entry = self.dump_database(&conn, db, denied.is_none(), &mut streams)?;
             databases.insert(db.clone(), entry);
         }
         streams.commit(json!({
             "type": "mysql",
+            "routines": match &denied {
+                None => Value::from(true),
+                Some(why) => Value::from(format!("skipped: {why}")),
+            },
             "server_version": version,
             "format": "sql",
             "tool": tool.file_name().map(|n| n.to_string_lossy().into_owned()),

@@ -139,6 +139,8 @@ impl PostgresConfig {
             .verify_counts
             .then(|| self.snapshot_session(conn, db))
             .transpose()?;
+        // The owner, so that a restore can create the database as it was.
+        let owner = conn.owner(db)?;
         let mut cmd = conn.tool("pg_dump", db);
         cmd.args(["-w", "--format=plain"]);
         if let Some((_, snapshot)) = &session {
@@ -165,7 +167,7 @@ impl PostgresConfig {
             s.ask("COMMIT;")?;
             s.close();
         }
-        Ok(json!({ "stream": stream, "bytes": bytes, "tables": counts }))
+        Ok(json!({ "stream": stream, "bytes": bytes, "owner": owner, "tables": counts }))
     }
 
     /// A session holding a repeatable-read transaction, and its exported snapshot.

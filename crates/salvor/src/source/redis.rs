@@ -55,8 +55,8 @@
 //!   "keyspace": { "db0": { "keys": 10, "expires": 1 } }, "keys": 10 }
 //! ```
 
-mod protocol;
-mod replication;
+pub(crate) mod protocol;
+pub(crate) mod replication;
 mod restore;
 
 use std::io;

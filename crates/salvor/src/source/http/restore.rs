@@ -65,9 +65,32 @@ pub(super) struct Tally {
     pub(super) existing: u64,
     pub(super) failed: u64,
     pub(super) failures: Vec<String>,
+    /// POSTed records the target answered 409 Conflict: they exist there,
+    /// perhaps with other content, and were left as they are.
+    pub(super) conflicts: u64,
+    pub(super) conflict_ids: Vec<String>,
 }
 
 impl Tally {
+    /// Adds another worker's counts.
+    pub(super) fn merge(&mut self, o: Tally) {
+        self.records += o.records;
+        self.created += o.created;
+        self.existing += o.existing;
+        self.failed += o.failed;
+        self.conflicts += o.conflicts;
+        for f in o.failures {
+            if self.failures.len() < FAILURES_SHOWN {
+                self.failures.push(f);
+            }
+        }
+        for c in o.conflict_ids {
+            if self.conflict_ids.len() < FAILURES_SHOWN {
+                self.conflict_ids.push(c);
+            }
+        }
+    }
+
     fn fail(&mut self, why: String) {
         self.failed += 1;
         if self.failures.len() < FAILURES_SHOWN {
@@ -79,7 +102,7 @@ impl Tally {
         if dry_run {
             json!({ "records": self.records })
         } else {
-            json!({ "records": self.records, "created": self.created, "existing": self.existing, "failed": self.failed })
+            json!({ "records": self.records, "created": self.created, "existing": self.existing, "conflicts": self.conflicts, "failed": self.failed })
         }
     }
 }
@@ -122,7 +145,12 @@ pub(super) fn replay(
         (RestoreMethod::Put, 201) => tally.created += 1,
         (RestoreMethod::Put, 200..=299) => tally.existing += 1,
         (RestoreMethod::Post, 200..=299) => tally.created += 1,
-        (RestoreMethod::Post, 409) => tally.existing += 1,
+        (RestoreMethod::Post, 409) => {
+            tally.conflicts += 1;
+            if tally.conflict_ids.len() < FAILURES_SHOWN {
+                tally.conflict_ids.push(id);
+            }
+        }
         (RestoreMethod::Post, 400..=499) => {
             let body = resp.text().unwrap_or_default();
             if body.to_ascii_lowercase().contains("exist") {
@@ -150,6 +178,64 @@ pub(super) fn replay(
 fn snippet(body: &str) -> String {
     let one: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
     one.chars().take(120).collect()
+}
+
+/// Requests in flight at once during a replay: enough to hide a round trip,
+/// few enough not to overload the API being restored.
+pub(super) const REPLAY_CONCURRENCY: usize = 8;
+/// Records read from the snapshot before a batch is replayed.
+const REPLAY_BATCH: usize = 1024;
+
+/// Replays one endpoint's records with [`REPLAY_CONCURRENCY`] requests in
+/// flight. Endpoints are replayed one after another, in backup order, so
+/// records that others refer to (pools before their allocations) exist first.
+pub(super) fn replay_stream(
+    ctx: &RestoreContext,
+    stream: &str,
+    api: &Api,
+    spec: &RestoreSpec,
+    parts: &[Part],
+    id_field: &str,
+) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let run = |batch: &mut Vec<Vec<u8>>, tally: &mut Tally| -> Result<()> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<Tally>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..REPLAY_CONCURRENCY.min(batch.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut t = Tally::default();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(line) = batch.get(i) else {
+                                return Ok(t);
+                            };
+                            replay(api, spec, parts, id_field, line, &mut t)?;
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("replay worker"))
+                .collect()
+        });
+        batch.clear();
+        for r in results {
+            tally.merge(r?);
+        }
+        Ok(())
+    };
+    each_line(ctx, stream, &mut |line| {
+        batch.push(line.to_vec());
+        if batch.len() >= REPLAY_BATCH {
+            run(&mut batch, &mut tally)?;
+        }
+        Ok(())
+    })?;
+    run(&mut batch, &mut tally)?;
+    Ok(tally)
 }
 
 /// Splits written bytes into lines and hands each to a callback.

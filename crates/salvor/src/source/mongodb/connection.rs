@@ -62,6 +62,16 @@ impl Conn {
 
     /// Wraps a driver error: what failed, where, why.
     pub(super) fn err(&self, what: &str, e: &mongodb::error::Error) -> Error {
+        if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) {
+            return Error::new(
+                ErrorKind::Io,
+                format!(
+                    "mongodb at {} refused the user and password of the source's uri",
+                    self.hosts
+                ),
+            )
+            .hint("check the credentials (and authSource) in the source's uri");
+        }
         Error::new(
             ErrorKind::Io,
             format!(

@@ -93,6 +93,57 @@ pub(super) fn dump_collection(
 
 // ------------------------------------------------------------------ restore (driver)
 
+/// The first whole document of a stream of concatenated BSON and its length,
+/// or `None` when `buf` holds only part of one. Every element is checked,
+/// so a damaged document is an error here, not inside the driver.
+///
+/// # Errors
+/// A length out of range or a malformed document.
+pub fn next_document(buf: &[u8], name: &str) -> Result<Option<(RawDocumentBuf, usize)>> {
+    let Some(len_bytes) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = i32::from_le_bytes(len_bytes.try_into().expect("4 bytes"));
+    let len = usize::try_from(len).unwrap_or(0);
+    if !(5..=MAX_DOCUMENT).contains(&len) {
+        return Err(Error::corrupt(format!(
+            "the stream of {name} has a bad document length"
+        )));
+    }
+    let Some(bytes) = buf.get(..len) else {
+        return Ok(None);
+    };
+    let bad = |e: String| {
+        Error::corrupt(format!(
+            "the stream of {name} holds an invalid document: {e}"
+        ))
+    };
+    let doc = RawDocumentBuf::from_bytes(bytes.to_vec()).map_err(|e| bad(e.to_string()))?;
+    validate(&doc).map_err(bad)?;
+    Ok(Some((doc, len)))
+}
+
+/// Walks every element, into nested documents and arrays, without recursion.
+fn validate(doc: &mongodb::bson::RawDocument) -> std::result::Result<(), String> {
+    use mongodb::bson::RawBsonRef;
+    type Level<'a> = Box<dyn Iterator<Item = mongodb::bson::raw::Result<RawBsonRef<'a>>> + 'a>;
+    let mut stack: Vec<Level<'_>> = vec![Box::new(doc.iter().map(|r| r.map(|(_, v)| v)))];
+    while let Some(top) = stack.last_mut() {
+        match top.next() {
+            None => {
+                stack.pop();
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(RawBsonRef::Document(d))) => {
+                stack.push(Box::new(d.iter().map(|r| r.map(|(_, v)| v))));
+            }
+            Some(Ok(RawBsonRef::Array(a))) => stack.push(Box::new(a.into_iter())),
+            Some(Ok(_)) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses concatenated BSON written to it and inserts it in batches.
 struct Inserter<'c> {
     conn: &'c Conn,
@@ -130,26 +181,7 @@ impl Inserter<'_> {
     /// Moves every complete document of `buf` into the batch.
     fn take_documents(&mut self) -> Result<()> {
         let mut start = 0;
-        while self.buf.len() - start >= 4 {
-            let len_bytes: [u8; 4] = self.buf[start..start + 4].try_into().expect("4 bytes");
-            let len = i32::from_le_bytes(len_bytes);
-            let len = usize::try_from(len).unwrap_or(0);
-            if !(5..=MAX_DOCUMENT).contains(&len) {
-                return Err(Error::corrupt(format!(
-                    "the stream of {} has a bad document length",
-                    self.name
-                )));
-            }
-            if self.buf.len() - start < len {
-                break;
-            }
-            let doc =
-                RawDocumentBuf::from_bytes(self.buf[start..start + len].to_vec()).map_err(|e| {
-                    Error::corrupt(format!(
-                        "the stream of {} holds an invalid document: {e}",
-                        self.name
-                    ))
-                })?;
+        while let Some((doc, len)) = next_document(&self.buf[start..], &self.name)? {
             start += len;
             self.batch_bytes += len;
             self.batch.push(doc);

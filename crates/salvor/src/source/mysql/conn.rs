@@ -94,6 +94,22 @@ impl<'a> Conn<'a> {
             .collect())
     }
 
+    /// Why the dump tool could not dump stored routines with this user, if
+    /// it could not: MariaDB's `mysqldump --routines` reads `mysql.proc`,
+    /// and a backup user without `SELECT` on it fails the whole dump.
+    pub(super) fn routines_denied(&self) -> Result<Option<String>> {
+        match self.query("SELECT 1 FROM mysql.proc LIMIT 0") {
+            Ok(_) => Ok(None),
+            Err(e) if e.to_string().contains("denied") => Ok(Some(format!(
+                "user {} has no SELECT on mysql.proc",
+                self.cfg.user.as_deref().unwrap_or("(default)")
+            ))),
+            // MySQL 8 keeps routines in its data dictionary: no such table,
+            // and nothing to check here.
+            Err(_) => Ok(None),
+        }
+    }
+
     pub(super) fn version(&self) -> Result<String> {
         let rows = self.query("SELECT VERSION()")?;
         Ok(rows.concat().concat())

@@ -88,25 +88,39 @@ pub(super) fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> R
         .collect())
 }
 
+/// What happens to a target database.
+#[derive(PartialEq, Eq)]
+enum Prepare {
+    /// It does not exist: create, load, drop again on failure.
+    Create,
+    /// It holds tables the load replaces: load a trial copy into a new
+    /// database first, so that what would fail (a trigger's definer, a
+    /// missing privilege) fails before anything of the target is touched.
+    Replace { recreate: bool },
+    /// Nothing of it is replaced.
+    Load,
+}
+
 impl MysqlConfig {
-    /// Confirms and describes what happens to the target; true = (re)create it.
+    /// Confirms and describes what happens to the target.
     fn prepare(
         &self,
         conn: &Conn,
         ctx: &RestoreContext,
         p: &DbPlan,
         report: &mut RestoreReport,
-    ) -> Result<bool> {
+    ) -> Result<Prepare> {
         let t = &p.target;
         if conn.charset(t)?.is_none() {
             report.actions.push(format!("create database {t}"));
-            return Ok(true);
+            return Ok(Prepare::Create);
         }
         let existing = conn.tables(t, true)?;
+        let trial = "after a trial load into a new database succeeded";
         match &p.tables {
             None if existing.is_empty() => {
                 report.actions.push(format!("use empty database {t}"));
-                Ok(false)
+                Ok(Prepare::Load)
             }
             None => {
                 ctx.confirm(
@@ -115,29 +129,30 @@ impl MysqlConfig {
                 )?;
                 report
                     .actions
-                    .push(format!("drop and recreate database {t}"));
-                Ok(true)
+                    .push(format!("drop and recreate database {t}, {trial}"));
+                Ok(Prepare::Replace { recreate: true })
             }
             Some(set) => {
                 let clash: Vec<&String> = existing.iter().filter(|e| set.contains(*e)).collect();
-                if !clash.is_empty() {
-                    let names = clash.iter().map(|s| s.as_str()).collect::<Vec<_>>();
-                    ctx.confirm(
-                        &format!("table(s) {} in database {t}", names.join(", ")),
-                        "--into NEWNAME or --to OTHER_SOURCE",
-                    )?;
-                    report.actions.push(format!(
-                        "replace table(s) {} in database {t}",
-                        names.join(", ")
-                    ));
+                if clash.is_empty() {
+                    return Ok(Prepare::Load);
                 }
-                Ok(false)
+                let names = clash.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+                ctx.confirm(
+                    &format!("table(s) {} in database {t}", names.join(", ")),
+                    "--into NEWNAME or --to OTHER_SOURCE",
+                )?;
+                report.actions.push(format!(
+                    "replace table(s) {} in database {t}, {trial}",
+                    names.join(", ")
+                ));
+                Ok(Prepare::Replace { recreate: false })
             }
         }
     }
 
-    fn recreate(&self, conn: &Conn, p: &DbPlan) -> Result<()> {
-        let t = ident(&p.target);
+    fn create(&self, conn: &Conn, p: &DbPlan, name: &str) -> Result<()> {
+        let t = ident(name);
         let charset = p
             .charset
             .as_ref()
@@ -149,13 +164,15 @@ impl MysqlConfig {
         Ok(())
     }
 
-    fn load(&self, conn: &Conn, ctx: &RestoreContext, p: &DbPlan) -> Result<()> {
+    fn drop_db(&self, conn: &Conn, name: &str) -> Result<()> {
+        conn.query(&format!("DROP DATABASE IF EXISTS {}", ident(name)))
+            .map(drop)
+    }
+
+    fn load(&self, conn: &Conn, ctx: &RestoreContext, p: &DbPlan, db: &str) -> Result<()> {
         let mut cmd = conn.client();
-        cmd.arg(format!("--database={}", p.target));
-        let what = format!(
-            "mysql client loading {} into database {}",
-            p.stream, p.target
-        );
+        cmd.arg(format!("--database={db}"));
+        let what = format!("mysql client loading {} into database {db}", p.stream);
         process::run_with_input(cmd, &what, &mut |w| match &p.tables {
             None => ctx.copy_stream(&p.stream, w).map(drop),
             Some(tables) => {
@@ -174,6 +191,28 @@ impl MysqlConfig {
         Ok(())
     }
 
+    /// Loads into a database this restore created, dropping it again when
+    /// the load or the count check fails.
+    fn load_created(
+        &self,
+        conn: &Conn,
+        ctx: &RestoreContext,
+        p: &DbPlan,
+        db: &str,
+        left: &str,
+    ) -> Result<serde_json::Map<String, Value>> {
+        let res = self
+            .load(conn, ctx, p, db)
+            .and_then(|()| verify_restored(&p.target, &p.expected, &conn.counts(db)?));
+        res.map_err(|e| match self.drop_db(conn, db) {
+            Ok(()) => e.context(format!("the restore failed and {left}")),
+            Err(d) => e.context(format!(
+                "the restore failed, and database {db} it created could not be dropped ({}): drop it by hand",
+                d.clone_message()
+            )),
+        })
+    }
+
     pub(super) fn restore_db(
         &self,
         conn: &Conn,
@@ -181,7 +220,7 @@ impl MysqlConfig {
         p: &DbPlan,
         report: &mut RestoreReport,
     ) -> Result<()> {
-        let create = self.prepare(conn, ctx, p, report)?;
+        let prep = self.prepare(conn, ctx, p, report)?;
         let what = match &p.tables {
             None => "all tables".to_string(),
             Some(t) => format!(
@@ -196,16 +235,62 @@ impl MysqlConfig {
         if ctx.dry_run {
             return Ok(());
         }
-        if create {
-            self.recreate(conn, p)?;
-        }
-        self.load(conn, ctx, p)?;
-        let counts = verify_restored(&p.target, &p.expected, &conn.counts(&p.target)?)?;
-        report
-            .counts
-            .insert(p.target.clone(), Value::Object(counts));
+        let t = &p.target;
+        let counts = match prep {
+            Prepare::Create => {
+                self.create(conn, p, t)?;
+                self.load_created(
+                    conn,
+                    ctx,
+                    p,
+                    t,
+                    &format!(
+                        "database {t}, which it had created, was dropped again: nothing is left"
+                    ),
+                )?
+            }
+            Prepare::Replace { recreate } => {
+                // MySQL has no transactional DDL and no RENAME DATABASE: a
+                // failed load into the target would leave it half replaced.
+                // A trial copy proves the load first (at the cost of loading twice).
+                let trial = scratch_name(t);
+                self.create(conn, p, &trial)?;
+                self.load_created(
+                    conn,
+                    ctx,
+                    p,
+                    &trial,
+                    &format!("database {t} was left as it was"),
+                )?;
+                self.drop_db(conn, &trial)?;
+                if recreate {
+                    self.create(conn, p, t)?;
+                }
+                self.load(conn, ctx, p, t)?;
+                verify_restored(t, &p.expected, &conn.counts(t)?)?
+            }
+            Prepare::Load => {
+                self.load(conn, ctx, p, t)?;
+                verify_restored(t, &p.expected, &conn.counts(t)?)?
+            }
+        };
+        report.counts.insert(t.clone(), Value::Object(counts));
         Ok(())
     }
+}
+
+/// A database name beside `target` for a trial load, within MySQL's 64 characters.
+fn scratch_name(target: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let suffix = format!("_salvor_trial_{:08x}", nanos ^ std::process::id());
+    let mut base: String = target.to_string();
+    while base.chars().count() + suffix.len() > 64 {
+        base.pop();
+    }
+    base + &suffix
 }
 
 #[cfg(test)]

@@ -117,6 +117,28 @@ impl<'a> Conn<'a> {
         Ok(self.admin(&sql)? == "1")
     }
 
+    /// The owner of database `db`.
+    pub(super) fn owner(&self, db: &str) -> Result<String> {
+        self.admin(&format!(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}",
+            literal(db)
+        ))
+    }
+
+    /// Whether the connecting role may create a database owned by `role`:
+    /// `None` when no such role exists.
+    pub(super) fn may_own_for(&self, role: &str) -> Result<Option<bool>> {
+        let out = self.admin(&format!(
+            "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+               OR pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = {}",
+            literal(role)
+        ))?;
+        Ok(match out.as_str() {
+            "" => None,
+            v => Some(v == "t"),
+        })
+    }
+
     pub(super) fn relations(&self, db: &str) -> Result<BTreeSet<String>> {
         Ok(self
             .query(db, RELATIONS_SQL)?

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use salvor_engine::{Error, ErrorKind, Result};
 use serde_json::Value;
 
-use super::conn::{Conn, ident};
+use super::conn::{Conn, ident, literal};
 use super::dump::{EntryFilter, PgScanner, Planner, select_entries};
 use super::{Counts, GLOBALS, PostgresConfig};
 use crate::source::lines::LineWriter;
@@ -25,6 +25,8 @@ pub(super) struct DbPlan {
     tables: Option<BTreeSet<(String, String)>>,
     /// Rows per restored table according to the manifest.
     expected: Counts,
+    /// The database's owner when it was backed up (older manifests: none).
+    owner: Option<String>,
 }
 
 /// Resolves `--only` (databases or tables, `table` or `schema.table`) and `--into`.
@@ -41,6 +43,7 @@ pub(super) fn plan(manifest: &Value, only: &[String], rename: Option<&str>) -> R
                     stream: dbs[db]["stream"].as_str().unwrap_or_default().into(),
                     tables: Some(BTreeSet::new()),
                     expected: Counts::new(),
+                    owner: dbs[db]["owner"].as_str().map(String::from),
                 });
                 plans.last_mut().expect("just pushed")
             }
@@ -126,10 +129,15 @@ fn cascade_note(dependents: &[String]) -> String {
 
 /// How a target database is prepared.
 enum Prepare {
+    /// It does not exist: create it, load, and drop it again on failure.
     Create,
+    /// It holds relations: load into a new database beside it, check the
+    /// counts, then swap names, so a failure leaves it as it was.
     Recreate,
-    /// The tables, and what `DROP ... CASCADE` takes with them.
+    /// Replace these tables, dropping them (and, accepted, what depends on
+    /// them) in the load's own transaction.
     DropTables(Vec<String>, Vec<String>),
+    /// It exists and is empty: load into it (one transaction).
     Nothing,
 }
 
@@ -149,14 +157,24 @@ impl PostgresConfig {
                 Ok(Prepare::Recreate)
             }
             Some(set) => {
+                let mut dependents = Vec::new();
                 let clash: Vec<String> = set
                     .iter()
                     .map(|(s, t)| format!("{s}.{t}"))
                     .filter(|k| existing.contains(k))
                     .collect();
-                let mut dependents = Vec::new();
                 if !clash.is_empty() {
                     dependents = conn.dependents(&p.target, &clash)?;
+                    if !dependents.is_empty() && !ctx.drop_dependents {
+                        return Err(Error::invalid(format!(
+                            "replacing {} in database {} would drop, for good, what depends on {}: {}",
+                            clash.join(", "),
+                            p.target,
+                            if clash.len() == 1 { "it" } else { "them" },
+                            dependents.join(", ")
+                        ))
+                        .hint("restore those tables too with --only, restore the whole database, restore --into a new database, or accept the loss with --drop-dependents"));
+                    }
                     ctx.confirm(
                         &format!(
                             "table(s) {} in database {}{}",
@@ -172,31 +190,97 @@ impl PostgresConfig {
         }
     }
 
-    fn apply(&self, conn: &Conn, target: &str, prep: &Prepare) -> Result<()> {
-        let create = format!("CREATE DATABASE {} TEMPLATE template0", ident(target));
-        match prep {
-            Prepare::Create => conn.admin(&create).map(drop),
-            Prepare::Recreate => {
-                conn.admin(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    ident(target)
-                ))?;
-                conn.admin(&create).map(drop)
+    /// `CREATE DATABASE`, owned by the backed-up owner where that role exists
+    /// and the restoring role may create databases for it; otherwise by the
+    /// restoring role, which `note` then says.
+    fn create_db(&self, conn: &Conn, name: &str, p: &DbPlan, note: &mut Vec<String>) -> Result<()> {
+        let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", ident(name));
+        if let Some(owner) = &p.owner {
+            match conn.may_own_for(owner)? {
+                Some(true) => sql.push_str(&format!(" OWNER {}", ident(owner))),
+                Some(false) => note.push(format!(
+                    "database {} is owned by the restoring role: it may not create databases for {owner} (grant it membership in {owner})",
+                    p.target
+                )),
+                None => note.push(format!(
+                    "database {} is owned by the restoring role: role {owner}, its owner when backed up, does not exist here",
+                    p.target
+                )),
             }
-            Prepare::DropTables(list, _) if !list.is_empty() => {
-                let names: Vec<String> = list
-                    .iter()
-                    .filter_map(|k| k.split_once('.'))
-                    .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
-                    .collect();
-                conn.query(
-                    target,
-                    &format!("DROP TABLE IF EXISTS {} CASCADE", names.join(", ")),
-                )
-                .map(drop)
-            }
-            Prepare::DropTables(..) | Prepare::Nothing => Ok(()),
         }
+        conn.admin(&sql).map(drop)
+    }
+
+    /// Drops a database this restore created; a failure to do so is added
+    /// to `e` rather than hiding it.
+    fn drop_created(&self, conn: &Conn, name: &str, e: Error, left: &str) -> Error {
+        match conn.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))) {
+            Ok(_) => e.context(format!("the restore failed and {left}")),
+            Err(drop_err) => e.context(format!(
+                "the restore failed, and the database {name} it created could not be dropped ({}): drop it by hand",
+                drop_err.clone_message()
+            )),
+        }
+    }
+
+    /// Puts `scratch` in `target`'s place: the old one is renamed aside,
+    /// the new one renamed in, and the old one dropped.
+    fn swap(&self, conn: &Conn, target: &str, scratch: &str) -> Result<()> {
+        let old = scratch_name(target, "old");
+        let mut last = None;
+        // Clients reconnecting between the terminate and the rename make it
+        // fail; a few tries get through.
+        for _ in 0..5 {
+            let _ = conn.admin(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = {} AND pid <> pg_backend_pid()",
+                literal(target)
+            ));
+            match conn.admin(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                ident(target),
+                ident(&old)
+            )) {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        if let Some(e) = last {
+            let e = e.context(format!(
+                "cannot move database {target} aside to put the restored copy in its place"
+            ));
+            return Err(self.drop_created(
+                conn,
+                scratch,
+                e,
+                &format!("database {target} was left as it was"),
+            ));
+        }
+        if let Err(e) = conn.admin(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            ident(scratch),
+            ident(target)
+        )) {
+            // Put the original back.
+            let _ = conn.admin(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                ident(&old),
+                ident(target)
+            ));
+            return Err(self.drop_created(
+                conn,
+                scratch,
+                e,
+                &format!("database {target} was left as it was"),
+            ));
+        }
+        conn.admin(&format!("DROP DATABASE {} WITH (FORCE)", ident(&old)))
+            .map(drop)
+            .map_err(|e| e.context(format!("the restore is in place, but the previous database, now {old}, could not be dropped")))
     }
 
     /// Applies `globals.sql` statement by statement: roles that already
@@ -258,9 +342,11 @@ impl PostgresConfig {
         let t = &p.target;
         report.actions.push(match &prep {
             Prepare::Create => format!("create database {t}"),
-            Prepare::Recreate => format!("drop and recreate database {t}"),
+            Prepare::Recreate => format!(
+                "load into a new database beside {t}, check it, then swap it in for {t} (which is left as it was if anything fails)"
+            ),
             Prepare::DropTables(l, deps) if !l.is_empty() => format!(
-                "drop table(s) {} in database {t}{}",
+                "replace table(s) {} in database {t} (dropped and loaded in one transaction){}",
                 l.join(", "),
                 cascade_note(deps)
             ),
@@ -277,16 +363,57 @@ impl PostgresConfig {
         if ctx.dry_run {
             return Ok(());
         }
-        self.apply(conn, t, &prep)?;
         let fresh = matches!(prep, Prepare::Create | Prepare::Recreate);
         let keep = match &p.tables {
             Some(set) => Some(self.plan_entries(ctx, &p.stream, set, fresh, report)?),
             None => None,
         };
-        self.load(conn, ctx, p, keep)?;
-        let counts = verify_restored(t, &p.expected, &conn.counts(t)?)?;
+        let mut notes = Vec::new();
+        let counts = match &prep {
+            Prepare::Create => {
+                self.create_db(conn, t, p, &mut notes)?;
+                self.load_checked(conn, ctx, p, t, keep.as_ref(), &[])
+                    .map_err(|e| self.drop_created(conn, t, e, &format!("database {t}, which it had created, was dropped again: nothing is left")))?
+            }
+            Prepare::Recreate => {
+                let scratch = scratch_name(t, "new");
+                self.create_db(conn, &scratch, p, &mut notes)?;
+                let counts = self
+                    .load_checked(conn, ctx, p, &scratch, keep.as_ref(), &[])
+                    .map_err(|e| {
+                        self.drop_created(
+                            conn,
+                            &scratch,
+                            e,
+                            &format!("database {t} was left as it was"),
+                        )
+                    })?;
+                self.swap(conn, t, &scratch)?;
+                counts
+            }
+            Prepare::DropTables(list, _) => {
+                self.load_checked(conn, ctx, p, t, keep.as_ref(), list)?
+            }
+            Prepare::Nothing => self.load_checked(conn, ctx, p, t, keep.as_ref(), &[])?,
+        };
+        report.actions.extend(notes);
         report.counts.insert(t.clone(), Value::Object(counts));
         Ok(())
+    }
+
+    /// Loads into `db` (after dropping `drop_first` in the same transaction)
+    /// and compares the counts with the manifest.
+    fn load_checked(
+        &self,
+        conn: &Conn,
+        ctx: &RestoreContext,
+        p: &DbPlan,
+        db: &str,
+        keep: Option<&HashSet<usize>>,
+        drop_first: &[String],
+    ) -> Result<serde_json::Map<String, Value>> {
+        self.load(conn, ctx, p, db, keep, drop_first)?;
+        verify_restored(&p.target, &p.expected, &conn.counts(db)?)
     }
 
     /// First pass over the stream: which entries make up the chosen tables.
@@ -313,28 +440,62 @@ impl PostgresConfig {
         conn: &Conn,
         ctx: &RestoreContext,
         p: &DbPlan,
-        keep: Option<HashSet<usize>>,
+        db: &str,
+        keep: Option<&HashSet<usize>>,
+        drop_first: &[String],
     ) -> Result<()> {
-        let mut cmd = conn.psql(&p.target);
+        let mut cmd = conn.psql(db);
         cmd.arg("--single-transaction");
-        let what = format!("psql loading {} into database {}", p.stream, p.target);
-        process::run_with_input(cmd, &what, &mut |w| match &keep {
-            None => ctx.copy_stream(&p.stream, w).map(drop),
-            Some(keep) => {
-                let mut lines = LineWriter::new(EntryFilter {
-                    scan: PgScanner::default(),
-                    keep: keep.clone(),
-                    out: w,
-                });
-                ctx.copy_stream(&p.stream, &mut lines)?;
-                lines
-                    .finish()
-                    .map(drop)
-                    .map_err(|e| Error::io("cannot write to", "psql", e))
+        let what = format!("psql loading {} into database {db}", p.stream);
+        let prelude = if drop_first.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = drop_first
+                .iter()
+                .filter_map(|k| k.split_once('.'))
+                .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
+                .collect();
+            format!("DROP TABLE IF EXISTS {} CASCADE;\n", names.join(", "))
+        };
+        process::run_with_input(cmd, &what, &mut |w| {
+            w.write_all(prelude.as_bytes())
+                .map_err(|e| Error::io("cannot write to", "psql", e))?;
+            match keep {
+                None => ctx.copy_stream(&p.stream, w).map(drop),
+                Some(keep) => {
+                    let mut lines = LineWriter::new(EntryFilter {
+                        scan: PgScanner::default(),
+                        keep: keep.clone(),
+                        out: w,
+                    });
+                    ctx.copy_stream(&p.stream, &mut lines)?;
+                    lines
+                        .finish()
+                        .map(drop)
+                        .map_err(|e| Error::io("cannot write to", "psql", e))
+                }
             }
         })?;
         Ok(())
     }
+}
+
+/// A name beside `target` for a restore's new or old copy, within
+/// PostgreSQL's 63-byte limit.
+fn scratch_name(target: &str, what: &str) -> String {
+    let suffix = format!("_salvor_{what}_{:08x}", rand_u32());
+    let mut base: String = target.to_string();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    base + &suffix
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
 fn keys(c: &Counts) -> String {

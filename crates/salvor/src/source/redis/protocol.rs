@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 /// One RESP2 reply.
 #[derive(Debug)]
-pub(super) enum Reply {
+pub(crate) enum Reply {
     Status(String),
     Error(String),
     Int(i64),
@@ -32,7 +32,7 @@ fn bad_data(msg: &str) -> io::Error {
 }
 
 /// Reads one line without its `\r\n`.
-pub(super) fn read_line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+pub(crate) fn read_line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     r.by_ref().take(64 * 1024).read_until(b'\n', &mut line)?;
     if line.last() != Some(&b'\n') {
@@ -54,8 +54,19 @@ fn parse_int(b: &[u8]) -> io::Result<i64> {
         .ok_or_else(|| bad_data("malformed length in a redis reply"))
 }
 
+/// Deepest nesting of arrays accepted: the replies salvor asks for nest
+/// one or two levels; a server sending thousands must not exhaust the stack.
+const MAX_DEPTH: usize = 32;
+
 /// Reads one reply.
-fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+pub(crate) fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    read_nested(r, 0)
+}
+
+fn read_nested(r: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
+    if depth > MAX_DEPTH {
+        return Err(bad_data("a redis reply nests arrays too deeply"));
+    }
     let line = read_line(r)?;
     let (kind, rest) = line
         .split_first()
@@ -80,11 +91,16 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
                 Reply::Bulk(Some(v))
             }
         },
-        b'*' => match usize::try_from(parse_int(rest)?) {
+        b'*' => match u64::try_from(parse_int(rest)?) {
             Err(_) => Reply::Array(None),
-            Ok(n) => Reply::Array(Some(
-                (0..n).map(|_| read_reply(r)).collect::<io::Result<_>>()?,
-            )),
+            Ok(n) => {
+                // Grown as elements arrive: the count is the server's word.
+                let mut items = Vec::new();
+                for _ in 0..n {
+                    items.push(read_nested(r, depth + 1)?);
+                }
+                Reply::Array(Some(items))
+            }
         },
         _ => {
             return Err(bad_data(
@@ -106,20 +122,20 @@ fn encode(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// A connection speaking RESP2.
-pub(super) struct Conn<S> {
-    pub(super) io: BufReader<S>,
-    pub(super) peer: String,
+pub(crate) struct Conn<S> {
+    pub(crate) io: BufReader<S>,
+    pub(crate) peer: String,
 }
 
 impl<S: Read + Write> Conn<S> {
-    pub(super) fn new(stream: S, peer: String) -> Self {
+    pub(crate) fn new(stream: S, peer: String) -> Self {
         Self {
             io: BufReader::with_capacity(256 * 1024, stream),
             peer,
         }
     }
 
-    pub(super) fn lost(&self, e: io::Error) -> Error {
+    pub(crate) fn lost(&self, e: io::Error) -> Error {
         Error::new(
             ErrorKind::Backend,
             format!("lost the connection to redis at {}", self.peer),
@@ -128,17 +144,17 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// Sends one command without waiting for its reply (pipelining).
-    pub(super) fn send(&mut self, args: &[&[u8]]) -> Result<()> {
+    pub(crate) fn send(&mut self, args: &[&[u8]]) -> Result<()> {
         let buf = encode(args);
         self.io.get_mut().write_all(&buf).map_err(|e| self.lost(e))
     }
 
-    pub(super) fn recv(&mut self) -> Result<Reply> {
+    pub(crate) fn recv(&mut self) -> Result<Reply> {
         read_reply(&mut self.io).map_err(|e| self.lost(e))
     }
 
     /// Sends a command and returns its reply; an error reply is an error.
-    pub(super) fn call(&mut self, args: &[&[u8]]) -> Result<Reply> {
+    pub(crate) fn call(&mut self, args: &[&[u8]]) -> Result<Reply> {
         self.send(args)?;
         match self.recv()? {
             Reply::Error(msg) => Err(Error::new(
@@ -153,13 +169,13 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
-    pub(super) fn call_str(&mut self, args: &[&str]) -> Result<Reply> {
+    pub(crate) fn call_str(&mut self, args: &[&str]) -> Result<Reply> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         self.call(&args)
     }
 
     /// Authenticates, or checks that no authentication is needed.
-    pub(super) fn auth(&mut self, user: Option<&str>, password: Option<&str>) -> Result<()> {
+    pub(crate) fn auth(&mut self, user: Option<&str>, password: Option<&str>) -> Result<()> {
         let Some(pw) = password else {
             return match self.call_str(&["PING"]) {
                 Err(e) if e.to_string().contains("NOAUTH") => Err(Error::invalid(format!(
@@ -186,7 +202,7 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// `INFO section` as key/value pairs.
-    pub(super) fn info(&mut self, section: &str) -> Result<Vec<(String, String)>> {
+    pub(crate) fn info(&mut self, section: &str) -> Result<Vec<(String, String)>> {
         let text = self.call_str(&["INFO", section])?.text();
         Ok(text
             .lines()
@@ -196,7 +212,7 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// Keys and expiring keys per database, from `INFO keyspace`.
-    pub(super) fn keyspace(&mut self) -> Result<Map<String, Value>> {
+    pub(crate) fn keyspace(&mut self) -> Result<Map<String, Value>> {
         let mut out = Map::new();
         for (db, v) in self.info("keyspace")? {
             let field = |name: &str| {

@@ -11,7 +11,7 @@ use super::protocol::{Conn, read_line};
 const MARK_LEN: usize = 40;
 
 /// How the RDB payload is delimited.
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// `$<len>`: this many bytes are left.
     Length(u64),
     /// `$EOF:<mark>`: the payload ends at the mark.
@@ -19,7 +19,7 @@ pub(super) enum Framing {
 }
 
 /// The RDB payload of a full resynchronisation, as a reader.
-pub(super) struct RdbBody<'a, R> {
+pub(crate) struct RdbBody<'a, R> {
     inner: &'a mut R,
     framing: Framing,
     /// Mark framing: bytes read but not yet returned (may hold a partial mark).
@@ -27,12 +27,12 @@ pub(super) struct RdbBody<'a, R> {
     /// Mark framing: the mark was found; `held` is all that is left.
     ended: bool,
     /// The first bytes, for the `REDISnnnn` header check.
-    pub(super) head: Vec<u8>,
-    pub(super) bytes: u64,
+    pub(crate) head: Vec<u8>,
+    pub(crate) bytes: u64,
 }
 
 impl<'a, R: BufRead> RdbBody<'a, R> {
-    pub(super) fn new(inner: &'a mut R, framing: Framing) -> Self {
+    pub(crate) fn new(inner: &'a mut R, framing: Framing) -> Self {
         Self {
             inner,
             framing,
@@ -108,10 +108,10 @@ impl<R: BufRead> Read for RdbBody<'_, R> {
 }
 
 /// What `PSYNC` started.
-pub(super) struct FullSync {
-    pub(super) replid: String,
-    pub(super) offset: i64,
-    pub(super) framing: Framing,
+pub(crate) struct FullSync {
+    pub(crate) replid: String,
+    pub(crate) offset: i64,
+    pub(crate) framing: Framing,
 }
 
 /// Reads the next line that is not a keep-alive newline.
@@ -125,7 +125,7 @@ fn next_line<S: Read + Write>(c: &mut Conn<S>) -> Result<String> {
 }
 
 /// Runs the replication handshake up to the first byte of the RDB.
-pub(super) fn start_full_sync<S: Read + Write>(c: &mut Conn<S>) -> Result<FullSync> {
+pub(crate) fn start_full_sync<S: Read + Write>(c: &mut Conn<S>) -> Result<FullSync> {
     c.call_str(&["REPLCONF", "capa", "eof", "capa", "psync2"])?;
     // Redis 7+: no replication stream after the RDB; older servers refuse it.
     let _ = c.call_str(&["REPLCONF", "rdb-only", "1"]);
