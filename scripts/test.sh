@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: formatting, lints, unit, property,
 # CLI, crash and concurrency tests, and the source tests against real servers
-# (PostgreSQL, MariaDB, Redis, etcd with and without TLS, an S3 server, and
+# (PostgreSQL, MariaDB, Redis, etcd with and without TLS, an S3 server, sshd for SFTP, and
 # the MongoDB wire-protocol stand-in),
 # which scripts/services.sh installs and starts on 127.0.0.1 and stops after.
 set -euo pipefail
@@ -12,7 +12,7 @@ if ! command -v cc >/dev/null || ! command -v openssl >/dev/null; then
 fi
 
 export SALVOR_SERVICES_DIR="${SALVOR_SERVICES_DIR:-/tmp/salvor-services-test}"
-services=(postgres mariadb redis etcd etcd_tls s3 mongo)
+services=(postgres mariadb redis etcd etcd_tls s3 mongo sftp)
 bash scripts/services.sh install
 bash scripts/services.sh start "${services[@]}"
 trap 'bash scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
@@ -30,3 +30,6 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # nothing in the environment asks them to skip.
 unset SALVOR_TEST_SKIP_SERVICES
 cargo test --workspace --all-features --no-fail-fast 2>&1
+# Every fuzz target for a bounded time (a crash fails the suite; the corpus
+# grows across runs in a cache outside the checkout).
+bash scripts/fuzz.sh 15

@@ -100,14 +100,40 @@ fn od_err(what: String, e: opendal::Error) -> Error {
         OdKind::NotFound => ErrorKind::NotFound,
         _ => ErrorKind::Backend,
     };
+    // OpenDAL shows one level of cause; the one that says what to fix (ssh's
+    // "Host key verification failed.", a TLS or DNS failure) is often deeper.
+    let root = root_cause(&e).filter(|r| !e.to_string().contains(r.as_str()));
+    let host_key = root
+        .as_deref()
+        .is_some_and(|r| r.contains("Host key verification failed"));
+    let what = match root {
+        Some(r) => format!("{what} ({r})"),
+        None => what,
+    };
     let mut err = Error::new(kind, what).source(e);
-    if err.is_no_space() {
+    if host_key {
+        err = err.hint(
+            "add the server's host key to ssh's known_hosts (ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, \
+             after checking its fingerprint) or set SALVOR_SFTP_KNOWN_HOSTS=accept-new",
+        );
+    } else if err.is_no_space() {
         err =
             err.hint("the repository's disk is full: free space there, then run the command again");
     } else if kind == ErrorKind::Backend {
         err = err.hint("check that the repository location is reachable and writable");
     }
     err
+}
+
+/// The innermost cause of `e`, trimmed, if it has one.
+fn root_cause(e: &opendal::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(e)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let text = text.trim().trim_start_matches("ssh: ").trim();
+    (!text.is_empty()).then(|| text.replace('\n', "; "))
 }
 
 impl OpendalBackend {
