@@ -28,6 +28,12 @@ static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 impl Api {
     /// Starts the fixture server (seeded with 5 pools, 15 allocations, 3 tags, or empty).
     fn start(seeded: bool) -> Self {
+        Self::start_with(seeded, 0)
+    }
+
+    /// Like [`Api::start`], holding each write for `write_delay_ms` so that
+    /// concurrent ones overlap and `/_stats` sees them.
+    fn start_with(seeded: bool, write_delay_ms: u32) -> Self {
         // Spread tests (and concurrent runs) over 20000..32000; the script probes upwards.
         let slot =
             (std::process::id() as u16 % 20) * 3 + NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
@@ -41,6 +47,7 @@ impl Api {
         if seeded {
             cmd.arg("--seed");
         }
+        cmd.args(["--write-delay-ms", &write_delay_ms.to_string()]);
         let mut child = cmd.spawn().expect("python3 runs the fixture server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -290,6 +297,48 @@ fn backup_change_restore_first_snapshot_into_fresh_server() {
         "POST answered 400 'already exists': {r}"
     );
     assert_eq!(fresh.dump(), original);
+}
+
+/// The hardening issue, item 26: replay sent one request at a time (10,010
+/// records took 11 s). It sends several at once per endpoint, bounded, and
+/// finishes one endpoint before the next (pools before their allocations).
+#[test]
+fn replay_is_concurrent_bounded_and_in_endpoint_order() {
+    if !python() {
+        return;
+    }
+    let origin = Api::start(true);
+    let fresh = Api::start_with(false, 40);
+    let (ou, fu) = (origin.url(), fresh.url());
+    let w = workspace(TOKEN, &|t| {
+        source("ipam", &ou, t, ENDPOINTS) + &source("ipam_dr", &fu, t, ENDPOINTS)
+    });
+    let snap = w.json(&["backup", "--source", "ipam"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w.json(&["restore", &snap, "--source", "ipam", "--to", "ipam_dr"]);
+    assert_eq!(r["report"]["counts"]["created"], 23, "{r}");
+    assert_eq!(fresh.dump(), origin.dump());
+    let stats = fresh.call("GET", "/api/v1/_stats", None).1;
+    let most = stats["max_in_flight"].as_u64().unwrap();
+    assert!((2..=8).contains(&most), "writes at once: {stats}");
+    let order: Vec<&str> = stats["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let rank = |k: &str| {
+        ["pools", "allocations", "tags"]
+            .iter()
+            .position(|e| *e == k)
+    };
+    assert_eq!(order.len(), 23, "{stats}");
+    assert!(
+        order.windows(2).all(|p| rank(p[0]) <= rank(p[1])),
+        "one endpoint finishes before the next starts: {order:?}"
+    );
 }
 
 #[test]

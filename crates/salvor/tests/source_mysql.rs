@@ -341,3 +341,158 @@ fn which(program: &str) -> std::path::PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
+
+/// A user limited to the `myt_*` databases: no SUPER (so it may not create a
+/// trigger or view whose definer is another user) and no SELECT on
+/// `mysql.proc`. Dropped when the test ends.
+struct LimitedUser(String);
+
+impl LimitedUser {
+    fn new(password: &str) -> Self {
+        let name = format!("myt_l{}", std::process::id());
+        mysql("", &format!("DROP USER IF EXISTS '{name}'@'%'"));
+        mysql(
+            "",
+            &format!(
+                "CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'; \
+                 GRANT ALL PRIVILEGES ON `myt\\_%`.* TO '{name}'@'%'"
+            ),
+        );
+        Self(name)
+    }
+}
+
+impl Drop for LimitedUser {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            mysql("", &format!("DROP USER IF EXISTS '{}'@'%'", self.0))
+        });
+    }
+}
+
+/// The hardening issue, items 23 and 26: a restore that failed on a
+/// trigger's definer left 1 of 6 tables, and a backup user without SELECT on
+/// mysql.proc could not back up at all.
+#[test]
+fn failed_replace_leaves_the_target_as_it_was_and_routines_without_privilege_are_skipped() {
+    if !common::services(
+        "mysql failed_replace_leaves_the_target_as_it_was_and_routines_without_privilege_are_skipped",
+    ) {
+        return;
+    }
+    let db = unique("def");
+    let fresh = format!("{db}_fresh");
+    let _cleanup = Dbs(vec![db.clone(), fresh.clone()]);
+    mysql("", &format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4"));
+    mysql(&db, SEED);
+    mysql(&db, "CREATE PROCEDURE hello() SELECT 'hello'");
+    let password = format!("limited-{}", std::process::id());
+    let limited = LimitedUser::new(&password);
+    let config = format!(
+        "{}\n[source.my_limited]\ntype = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password = {{ env = \"MYT_LIMITED_PASSWORD\" }}\ndatabases = [\"{db}\"]\n",
+        config(&db),
+        common::var("SALVOR_TEST_MYSQL_HOST"),
+        common::var("SALVOR_TEST_MYSQL_PORT"),
+        limited.0,
+    );
+    let w = common::Workspace::new(&config);
+    let json = |args: &[&str]| {
+        let out = w
+            .salvor()
+            .env("MYT_LIMITED_PASSWORD", &password)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), out)
+    };
+
+    // The full user's backup holds the procedure.
+    let (ok, out) = json(&["backup", "--source", "my"]);
+    assert!(ok, "{}", String::from_utf8_lossy(&out.stderr));
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snap = snap["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(w.manifest("my")["routines"], json!(true));
+
+    // The limited user backs up everything it may read, and says what not.
+    let (ok, out) = json(&["backup", "--source", "my_limited"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("mysql.proc") && err.contains("GRANT SELECT"),
+        "{err}"
+    );
+    let routines = w.manifest("my_limited")["routines"].clone();
+    assert!(
+        routines.as_str().is_some_and(|r| r.starts_with("skipped")),
+        "{routines}"
+    );
+    assert_eq!(tables(&w.manifest("my_limited"), &db)["items"], 3000);
+
+    // Restored over the live database by the limited user, the dump's
+    // definers (the full user) are refused: the trial copy fails, the target
+    // is untouched, and no trial database is left.
+    mysql(&db, "DELETE FROM tags WHERE id > 10");
+    let before = digest(&db, "tags");
+    let trial_dbs = || {
+        mysql(
+            "",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{db}\\_salvor\\_trial%'"
+            ),
+        )
+    };
+    let (ok, out) = json(&[
+        "restore",
+        &snap,
+        "--source",
+        "my",
+        "--to",
+        "my_limited",
+        "--yes",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!ok, "the restore should fail: {err}");
+    assert!(
+        err.contains(&format!("database {db} was left as it was")),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("super"),
+        "names the privilege: {err}"
+    );
+    assert_eq!(digest(&db, "tags"), before);
+    assert_eq!(mysql(&db, "SELECT COUNT(*) FROM tags"), "10");
+    assert_eq!(trial_dbs(), "0");
+
+    // Into a new database: what it created is dropped again.
+    let (ok, out) = json(&[
+        "restore",
+        &snap,
+        "--source",
+        "my",
+        "--to",
+        "my_limited",
+        "--into",
+        &fresh,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!ok, "{err}");
+    assert!(err.contains("nothing is left"), "{err}");
+    assert_eq!(
+        mysql(
+            "",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{fresh}'"
+            )
+        ),
+        "0"
+    );
+
+    // The full user restores it, procedure and all.
+    let (ok, out) = json(&["restore", &snap, "--source", "my", "--yes"]);
+    assert!(ok, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mysql(&db, "SELECT COUNT(*) FROM tags"), "50");
+    assert_eq!(mysql(&db, "CALL hello()"), "hello");
+}

@@ -530,3 +530,113 @@ fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
     su(&format!("DROP ROLE \"{role}\""));
     su(&format!("DROP DATABASE \"{copy}\" WITH (FORCE)"));
 }
+
+/// The hardening issue, items 22 and 23: a restored database got a new owner,
+/// and a restore that failed (a role missing) left an empty database behind.
+#[test]
+fn restore_keeps_the_owner_and_a_failed_restore_leaves_the_target_as_it_was() {
+    if !common::services(
+        "postgres restore_keeps_the_owner_and_a_failed_restore_leaves_the_target_as_it_was",
+    ) {
+        return;
+    }
+    let su_in = |db: &str, sql: &str| {
+        psql_as(
+            "SALVOR_TEST_PG_SUPERUSER",
+            "SALVOR_TEST_PG_SUPERUSER_PASSWORD",
+            db,
+            sql,
+        )
+    };
+    let su = |sql: &str| su_in("postgres", sql);
+    let owner = unique("owner");
+    let db = unique("own");
+    let copy = format!("{db}_copy");
+    let fresh = format!("{db}_fresh");
+    let _cleanup = Dbs(vec![db.clone(), copy.clone(), fresh.clone()]);
+    su(&format!("CREATE ROLE \"{owner}\" NOLOGIN"));
+    su(&format!("CREATE DATABASE \"{db}\" OWNER \"{owner}\""));
+    su_in(
+        &db,
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);
+             ALTER TABLE t OWNER TO \"{owner}\""
+        ),
+    );
+    let config = format!(
+        "[source.pg_su]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password = {{ env = \"SALVOR_TEST_PG_SUPERUSER_PASSWORD\" }}\ndatabases = [\"{db}\"]\nglobals = false\n",
+        common::var("SALVOR_TEST_PG_HOST"),
+        common::var("SALVOR_TEST_PG_PORT"),
+        common::var("SALVOR_TEST_PG_SUPERUSER"),
+    );
+    let w = common::Workspace::new(&config);
+    let snap = w.json(&["backup", "--source", "pg_su"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db_owner = |name: &str| {
+        su(&format!(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"
+        ))
+    };
+
+    // The copy is owned by the role that owned the original, and so is its table.
+    w.json(&["restore", &snap, "--source", "pg_su", "--into", &copy]);
+    assert_eq!(db_owner(&copy), owner);
+    assert_eq!(
+        su_in(
+            &copy,
+            "SELECT tableowner FROM pg_tables WHERE tablename = 't'"
+        ),
+        owner
+    );
+    su(&format!("DROP DATABASE \"{copy}\" WITH (FORCE)"));
+
+    // The owner role goes away and the live database changes; a restore over
+    // it then fails (the dump's ALTER ... OWNER TO names the missing role).
+    su_in(&db, "INSERT INTO t SELECT generate_series(11, 15)");
+    let me = common::var("SALVOR_TEST_PG_SUPERUSER");
+    su_in(&db, &format!("REASSIGN OWNED BY \"{owner}\" TO \"{me}\""));
+    su(&format!("ALTER DATABASE \"{db}\" OWNER TO \"{me}\""));
+    su(&format!("DROP ROLE \"{owner}\""));
+    let leftovers = || {
+        su(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}%' AND datname <> '{db}'",
+            db.replace('_', "\\_")
+        ))
+    };
+    let out = w
+        .salvor()
+        .args(["restore", &snap, "--source", "pg_su", "--yes"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore should fail: {err}");
+    assert!(
+        err.contains(&owner),
+        "the error names the missing role: {err}"
+    );
+    assert!(
+        err.contains(&format!("database {db} was left as it was")),
+        "{err}"
+    );
+    assert_eq!(
+        su_in(&db, "SELECT count(*) FROM t"),
+        "15",
+        "the original is intact"
+    );
+    assert_eq!(leftovers(), "0", "no scratch database is left");
+
+    // Into a new name: what the restore created is dropped again.
+    let out = w
+        .salvor()
+        .args(["restore", &snap, "--source", "pg_su", "--into", &fresh])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("nothing is left"), "{err}");
+    assert_eq!(db_owner(&fresh), "", "{fresh} was dropped");
+    assert_eq!(leftovers(), "0");
+}
