@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chunker::Chunker;
+use crate::content::{Content, ListBuilder};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{BackupSummary, Snapshot};
@@ -105,6 +106,17 @@ impl Session {
         id
     }
 
+    /// Stores a list blob ([`crate::content`]): kind Data, packed with the
+    /// trees, since it is metadata a reader needs before any data (and
+    /// counted with them in the summary).
+    pub fn store_list(&self, data: &[u8]) -> BlobId {
+        let id = self.repo.key().blob_id(data);
+        if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
+            self.trees.add(BlobKind::Data, id, data);
+        }
+        id
+    }
+
     /// Stores `data`, whose id the caller computed, unless already present.
     fn store_as(&self, kind: BlobKind, id: BlobId, data: &[u8]) {
         if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
@@ -127,17 +139,20 @@ impl Session {
         self.warnings.lock().unwrap().push(w);
     }
 
-    /// Chunks and stores a whole reader; returns (content ids, bytes).
+    /// Chunks and stores a whole reader; returns its content list, its
+    /// length, and the buffer for the next one. The list is built as the
+    /// chunks come ([`crate::content`]): flat in a v1 repository.
     pub fn store_stream(
         &self,
         reader: impl std::io::Read,
         chunker: &Chunker,
         buf: Vec<u8>,
-    ) -> std::io::Result<(Vec<BlobId>, u64, Vec<u8>)> {
+    ) -> std::io::Result<(Content, u64, Vec<u8>)> {
         /// Chunks hashed side by side: enough to fill BLAKE3's SIMD lanes.
         const BATCH: usize = 64;
         let mut cr = crate::chunker::ChunkReader::new(reader, chunker, buf);
-        let mut ids = Vec::new();
+        let mut list = ListBuilder::new(self.repo.config().version == 1);
+        let mut store_list = |d: &[u8]| self.store_list(d);
         let mut size = 0u64;
         let (mut lens, mut batch) = (Vec::new(), Vec::new());
         while let Some(run) = cr.next_chunks(BATCH, &mut lens)? {
@@ -157,14 +172,16 @@ impl Session {
             for (&chunk, &id) in chunks.iter().zip(&batch) {
                 self.store_as(BlobKind::Data, id, chunk);
             }
-            ids.extend_from_slice(&batch);
+            for id in &batch {
+                list.push(*id, &mut store_list);
+            }
             size += run.len() as u64;
             self.progress
                 .bytes
                 .fetch_add(run.len() as u64, Ordering::Relaxed);
         }
         self.bytes_read.fetch_add(size, Ordering::Relaxed);
-        Ok((ids, size, cr.into_buffer()))
+        Ok((list.finish(&mut store_list), size, cr.into_buffer()))
     }
 }
 
@@ -496,7 +513,8 @@ impl StreamBackup {
         node.mode = 0o600;
         node.size = size;
         node.mtime_ns = jiff::Timestamp::now().as_nanosecond() as i64;
-        node.content = content;
+        node.content = content.ids;
+        node.content_levels = content.levels;
         self.run
             .session
             .progress
@@ -563,7 +581,7 @@ fn store_nested(session: &Session, files: Vec<(Vec<u8>, Node)>, dirs: &mut u64) 
     here.sort_by(|a, b| a.name.cmp(&b.name));
     // Encoded in its own statement, so the nodes (for a stream, its list of
     // chunk ids: 32 bytes a chunk) are freed before the tree is packed.
-    let tree = crate::format::to_bytes(&Tree { nodes: here });
+    let tree = crate::format::tree::encode(&Tree { nodes: here }, session.repo.config().version);
     session.store(BlobKind::Tree, &tree)
 }
 

@@ -133,6 +133,7 @@ fn blob_slice<'a>(
 /// # Errors
 /// Not a file, corruption, or write errors.
 pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64> {
+    const DUMP_BATCH: usize = 2048;
     if node.kind != NodeKind::File {
         return Err(
             Error::invalid(format!("{} is not a file", node.name_lossy()))
@@ -143,12 +144,41 @@ pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64
     std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
         s.spawn(move || {
-            for batch in node.content.chunks(2048) {
+            // Content lists are read as they are needed: one list per level
+            // and one batch in memory, whatever the file's size.
+            let mut batch = Vec::with_capacity(DUMP_BATCH);
+            let stop = || Error::new(ErrorKind::Interrupted, "the writer stopped");
+            let send = |batch: &mut Vec<BlobId>| {
                 let r = decode_batch(reader, batch);
+                batch.clear();
                 let failed = r.is_err();
                 // A closed channel means the writer stopped (an error): stop too.
                 if tx.send(r).is_err() || failed {
-                    break;
+                    return Err(stop());
+                }
+                Ok(())
+            };
+            let walked = crate::content::walk(
+                reader,
+                &node.content,
+                node.content_levels,
+                &mut |id| {
+                    batch.push(*id);
+                    if batch.len() == DUMP_BATCH {
+                        send(&mut batch)?;
+                    }
+                    Ok(())
+                },
+                &mut |_| Ok(()),
+            );
+            match walked {
+                Ok(()) if !batch.is_empty() => {
+                    let _ = send(&mut batch);
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                 }
             }
         });
@@ -206,7 +236,13 @@ pub fn diff(reader: &BlobReader, a: &BlobId, b: &BlobId) -> Result<Vec<DiffEntry
                 change: 'T',
                 path: path(p),
             }),
-            Some(nb) if nb.content != na.content || nb.link_target != na.link_target => {
+            // Lists are built deterministically from the data ids: equal
+            // (levels, ids) means equal content, and unequal means changed.
+            Some(nb)
+                if nb.content != na.content
+                    || nb.content_levels != na.content_levels
+                    || nb.link_target != na.link_target =>
+            {
                 out.push(DiffEntry {
                     change: 'M',
                     path: path(p),
@@ -263,7 +299,21 @@ pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
     for root in roots {
         count(root, &mut s);
         walk(reader, root, b"", &mut |_, n| {
-            for id in &n.content {
+            let mut lists = Vec::new();
+            crate::content::walk(
+                reader,
+                &n.content,
+                n.content_levels,
+                &mut |id| {
+                    count(id, &mut s);
+                    Ok(())
+                },
+                &mut |id| {
+                    lists.push(*id);
+                    Ok(())
+                },
+            )?;
+            for id in &lists {
                 count(id, &mut s);
             }
             Ok(match n.subtree {

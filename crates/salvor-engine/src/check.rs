@@ -197,7 +197,35 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                         .push(format!("snapshot {short}: directory {p} has no tree")),
                     _ => {}
                 }
-                for id in n.content.iter().filter(|id| !index.contains(id)) {
+                let mut missing = Vec::new();
+                let mut note = |id: &BlobId| {
+                    if !index.contains(id) {
+                        missing.push(*id);
+                    }
+                    Ok(())
+                };
+                // A list blob that is missing stops the walk below it: its
+                // read fails and is reported with the list it belongs to.
+                let mut note_list = |id: &BlobId| {
+                    if index.contains(id) {
+                        Ok(())
+                    } else {
+                        Err(crate::Error::corrupt(format!(
+                            "list blob {id} is not in the index"
+                        )))
+                    }
+                };
+                if let Err(e) = crate::content::walk(
+                    &reader,
+                    &n.content,
+                    n.content_levels,
+                    &mut note,
+                    &mut note_list,
+                ) {
+                    r.errors
+                        .push(format!("snapshot {short}: content list of {p}: {e}"));
+                }
+                for id in missing {
                     r.errors.push(format!(
                         "snapshot {short}: blob {id} of {p} is not in the index"
                     ));

@@ -24,10 +24,11 @@ use crate::error::{Error, Result};
 
 /// Magic bytes at the start of every sealed object and pack.
 pub const MAGIC: &[u8; 4] = b"SLVR";
-/// Repository format version this build writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// Repository format version this build gives new repositories. Into an
+/// existing repository it writes that repository's version (1 or 2).
+pub const FORMAT_VERSION: u8 = 2;
 /// Highest repository format version this build reads.
-pub const MAX_READ_VERSION: u8 = 1;
+pub const MAX_READ_VERSION: u8 = 2;
 /// Length of the clear prefix of sealed objects and packs.
 pub const PREFIX_LEN: usize = 4 + 1 + 1 + SALT_LEN;
 
@@ -47,12 +48,13 @@ pub enum ObjectKind {
     Pack = 5,
 }
 
-/// Builds the clear prefix for a new object with a random salt.
-pub fn new_prefix(kind: ObjectKind) -> ([u8; PREFIX_LEN], [u8; SALT_LEN]) {
+/// Builds the clear prefix for a new object of a repository of format
+/// `version`, with a random salt.
+pub fn new_prefix(version: u8, kind: ObjectKind) -> ([u8; PREFIX_LEN], [u8; SALT_LEN]) {
     let salt: [u8; SALT_LEN] = rand::random();
     let mut p = [0u8; PREFIX_LEN];
     p[..4].copy_from_slice(MAGIC);
-    p[4] = FORMAT_VERSION;
+    p[4] = version;
     p[5] = kind as u8;
     p[6..].copy_from_slice(&salt);
     (p, salt)
@@ -94,9 +96,10 @@ pub fn parse_prefix(
     Ok(salt)
 }
 
-/// Compresses and encrypts a document body into a sealed object.
-pub fn seal(key: &MasterKey, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
-    let (prefix, salt) = new_prefix(kind);
+/// Compresses and encrypts a document body into a sealed object of a
+/// repository of format `version`.
+pub fn seal(key: &MasterKey, version: u8, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
+    let (prefix, salt) = new_prefix(version, kind);
     // Level 1: the large documents (index files) are mostly random ids, which
     // no level compresses; higher levels only cost time at every commit.
     let compressed = zstd::bulk::compress(body, 1).expect("zstd compress in memory");
@@ -182,7 +185,7 @@ mod tests {
     #[test]
     fn sealed_round_trip_rejects_kind_swap_and_bit_flips() {
         let k = MasterKey::generate();
-        let s = seal(&k, ObjectKind::Snapshot, b"{\"a\":1}");
+        let s = seal(&k, FORMAT_VERSION, ObjectKind::Snapshot, b"{\"a\":1}");
         assert_eq!(
             open(&k, ObjectKind::Snapshot, &s, &|| "s".into()).unwrap(),
             b"{\"a\":1}"

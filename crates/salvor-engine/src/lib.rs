@@ -8,6 +8,7 @@
 //! - [`backend`]: where bytes live (OpenDAL: local, S3, SFTP) behind a small trait.
 //! - [`crypto`], [`chunker`], [`format`]: keys and AEAD, FastCDC, every persisted structure.
 //! - [`pack`], [`index`]: frames and packs on the write side; where each blob is.
+//! - [`content`]: a file's content list, as a tree of list blobs from format v2.
 //! - [`repo`]: an opened repository (keys, documents, snapshots, locks, blob reading).
 //! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines;
 //!   [`priority`]: how a backup shares the CPU with the service it protects.
@@ -19,6 +20,7 @@ pub mod backup;
 pub mod browse;
 pub mod check;
 pub mod chunker;
+pub mod content;
 pub mod crypto;
 pub mod error;
 pub mod format;

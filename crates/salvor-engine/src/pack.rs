@@ -259,6 +259,8 @@ struct CompressedFrame {
 /// Collects blobs of one kind into frames and packs.
 pub struct Packer {
     key: MasterKey,
+    /// The repository's format version (the prefix byte of its packs).
+    version: u8,
     frame_target: usize,
     pack_target: usize,
     level: i32,
@@ -325,6 +327,7 @@ impl Packer {
         }
         Arc::new(Self {
             key: repo.key().clone(),
+            version: cfg.version,
             frame_target: cfg.frame_target as usize,
             pack_target: cfg.pack_target as usize,
             level,
@@ -415,7 +418,7 @@ impl Packer {
         let finished = {
             let mut st = self.state.lock().unwrap();
             let pack = st.pack.get_or_insert_with(|| {
-                let (prefix, salt) = format::new_prefix(ObjectKind::Pack);
+                let (prefix, salt) = format::new_prefix(self.version, ObjectKind::Pack);
                 let mut buf = self.spare_packs.take(self.pack_target + self.frame_target);
                 buf.extend_from_slice(&prefix);
                 OpenPack {

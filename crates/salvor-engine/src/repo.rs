@@ -87,6 +87,7 @@ impl Repository {
         backend.write(FileType::Key, &name, &bytes)?;
         let sealed = format::seal(
             &key,
+            opts.config.version,
             ObjectKind::Config,
             &serde_json::to_vec(&opts.config).expect("config json"),
         );
@@ -180,7 +181,7 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn write_doc(&self, ft: FileType, kind: ObjectKind, body: &[u8]) -> Result<[u8; 32]> {
-        let sealed = format::seal(&self.key, kind, body);
+        let sealed = format::seal(&self.key, self.config.version, kind, body);
         let id = *blake3::hash(&sealed).as_bytes();
         self.backend.write(ft, &hex::encode(id), &sealed)?;
         Ok(id)

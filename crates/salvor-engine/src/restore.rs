@@ -389,7 +389,10 @@ fn write_files(
         }
         stats.files += 1;
         let mut offset = 0u64;
-        for id in &f.node.content {
+        // The whole file's data ids (32 bytes a chunk), read from its lists.
+        let ids = crate::content::data_ids(reader, &f.node.content, f.node.content_levels)
+            .map_err(|e| e.context(format!("content list of {}", f.path.display())))?;
+        for id in &ids {
             let loc = index
                 .get(id)
                 .ok_or_else(|| index.missing(id, &format!(" of {}", f.path.display())))?;

@@ -40,9 +40,15 @@ fn vectors_file(version: u8) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/repo-v{version}.vectors"))
 }
 
-/// The stream of the fixture's third snapshot (`db.sql`).
-fn fixture_stream() -> Vec<u8> {
-    text(19, 300_000)
+/// The stream of the fixture's third snapshot (`db.sql`). From v2 it is
+/// long enough (about 1,200 chunks of 1 KiB) for its content list to be
+/// list blobs.
+fn fixture_stream(version: u8) -> Vec<u8> {
+    if version == 1 {
+        text(19, 300_000)
+    } else {
+        text(19, 1_200_000)
+    }
 }
 
 /// The tree of the first (`version` 1) or second (2) snapshot: every kind of
@@ -265,7 +271,7 @@ fn checks_and_restores_byte_for_byte(version: u8) {
     }
     let out = run(&["dump", "latest", "db.sql"]);
     assert!(
-        out.stdout == fixture_stream(),
+        out.stdout == fixture_stream(version),
         "the v{version} stream differs"
     );
     // Listing and comparing read the same trees.
@@ -291,6 +297,36 @@ fn v1_fixture_checks_and_restores_byte_for_byte() {
     checks_and_restores_byte_for_byte(1);
 }
 
+#[test]
+fn v2_fixture_objects_decode_to_the_recorded_vectors() {
+    objects_decode_to_the_recorded_vectors(2);
+}
+
+#[test]
+fn v2_fixture_checks_and_restores_byte_for_byte() {
+    checks_and_restores_byte_for_byte(2);
+}
+
+/// The v2 fixture's stream really is a tree of list blobs.
+#[test]
+fn v2_fixture_stream_has_list_blobs() {
+    let w = World::new();
+    let dir = fixture_copy(&w, 2);
+    let repo = Repository::open(
+        open_url(dir.to_str().unwrap()).unwrap(),
+        password(2).as_bytes(),
+    )
+    .unwrap();
+    let reader = salvor_engine::repo::blobs::BlobReader::new(
+        &repo,
+        std::sync::Arc::new(repo.load_index().unwrap()),
+    );
+    let (_, snap) = repo.find_snapshot("latest").unwrap();
+    let root = reader.read_tree(&snap.tree).unwrap();
+    let node = root.find(b"db.sql").unwrap();
+    assert!(node.content_levels >= 1, "levels {}", node.content_levels);
+}
+
 /// Writes the fixture of version `SALVOR_WRITE_FIXTURE` (once, by hand;
 /// see the module comment).
 #[test]
@@ -310,8 +346,14 @@ fn make_fixture() {
     use salvor_engine::format::config::{ChunkerParams, RepoConfig};
     let mut config = RepoConfig::new_default();
     config.version = version;
-    // Small file chunks, so that a 150 kB file has several.
+    // Small file chunks, so that a 150 kB file has several; from v2 small
+    // stream chunks, so that a 1.2 MB stream has a content list of list blobs.
     config.file_chunker = ChunkerParams::for_files(16 * 1024).unwrap();
+    if version >= 2 {
+        config.stream_chunker =
+            ChunkerParams::for_streams(1024, salvor_engine::format::config::CutRule::Lines)
+                .unwrap();
+    }
     let opts = salvor_engine::repo::InitOptions {
         config,
         kdf: KdfParams {
@@ -362,7 +404,7 @@ fn make_fixture() {
             "--stdin-name",
             "db.sql",
         ],
-        Some(fixture_stream()),
+        Some(fixture_stream(version)),
     );
     // A stale shared lock, so that the lock kind has a vector too.
     let lock = salvor_engine::format::lock::LockFile {

@@ -19,7 +19,11 @@ use crate::repo::BlobReader;
 
 fn store_tree(session: &Session, mut nodes: Vec<Node>) -> BlobId {
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    session.store(BlobKind::Tree, &crate::format::to_bytes(&Tree { nodes }))
+    let version = session.repo.config().version;
+    session.store(
+        BlobKind::Tree,
+        &crate::format::tree::encode(&Tree { nodes }, version),
+    )
 }
 
 /// Backs up `paths`; returns the root tree and the summary so far.
@@ -93,7 +97,8 @@ pub(super) fn build(
                     if let Some(w) = res.warning {
                         session.warn(w);
                     }
-                    node.content = res.content;
+                    node.content = res.content.ids;
+                    node.content_levels = res.content.levels;
                     node.size = res.size;
                     summary.total_bytes += node.size;
                     if is_new {

@@ -296,7 +296,9 @@ mod tests {
             }
             let reference = b.build().unwrap();
             let ours = Indexed::new(valid.iter().map(|p| (p.as_str(), Glob::new(p).unwrap())).collect());
-            for n in &names {
+            // Walked paths never have `.` or `..` components (and GlobSet's
+            // suffix strategies see no file name in them, unlike its matchers).
+            for n in names.iter().filter(|n| !n.split('/').any(|c| c == "." || c == "..")) {
                 prop_assert_eq!(ours.is_match(n.as_bytes()), reference.is_match(n), "{:?} on {:?}", valid, n);
             }
         }

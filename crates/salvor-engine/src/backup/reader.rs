@@ -7,6 +7,7 @@ use crossbeam_channel::Receiver;
 use super::Session;
 use super::walker::{FileResult, Job};
 use crate::chunker::Chunker;
+use crate::content::Content;
 
 /// Serves jobs until the walker closes the queue.
 pub(super) fn run(session: &Session, chunker: &Chunker, jobs: Receiver<Job>) {
@@ -15,7 +16,7 @@ pub(super) fn run(session: &Session, chunker: &Chunker, jobs: Receiver<Job>) {
         if session.aborted() {
             // Storage failed: drain the queue without reading.
             let _ = job.reply.send(FileResult {
-                content: Vec::new(),
+                content: Content::default(),
                 size: 0,
                 error: Some("stopped".into()),
                 warning: None,
@@ -43,7 +44,7 @@ fn open_same_file(job: &Job) -> std::io::Result<std::fs::File> {
 
 fn read_file(session: &Session, chunker: &Chunker, job: &Job, buf: &mut Vec<u8>) -> FileResult {
     let fail = |e: std::io::Error| FileResult {
-        content: Vec::new(),
+        content: Content::default(),
         size: 0,
         error: Some(format!("{}: {e}", job.path.display())),
         warning: None,

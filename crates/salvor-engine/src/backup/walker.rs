@@ -13,7 +13,6 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::Session;
 use super::exclude::ExcludeSet;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::id::BlobId;
 use crate::longpath;
 use crate::repo::BlobReader;
 
@@ -26,7 +25,7 @@ pub(super) struct Job {
 
 /// What a reader thread found.
 pub(super) struct FileResult {
-    pub content: Vec<BlobId>,
+    pub content: crate::content::Content,
     pub size: u64,
     pub error: Option<String>,
     pub warning: Option<String>,
@@ -238,6 +237,31 @@ impl Walker<'_> {
         }
     }
 
+    /// Whether every blob of a parent's file is still indexed (after a
+    /// `repair index` some may not be: then the file is read again). A long
+    /// list's list blobs are read for it: one 32 KiB read per 1024 chunks.
+    fn all_indexed(&self, p: &Node) -> bool {
+        let index = &self.session.index;
+        let indexed = |id: &crate::id::BlobId| {
+            if index.contains(id) {
+                Ok(())
+            } else {
+                Err(crate::Error::corrupt("not indexed"))
+            }
+        };
+        // The closure only borrows the index, so it is Copy: one for data
+        // blobs, one for list blobs.
+        let (mut data, mut lists) = (indexed, indexed);
+        crate::content::walk(
+            self.reader,
+            &p.content,
+            p.content_levels,
+            &mut data,
+            &mut lists,
+        )
+        .is_ok()
+    }
+
     fn walk_file(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) {
         if let Some(p) = parent.filter(|p| {
             p.kind == NodeKind::File
@@ -245,9 +269,11 @@ impl Walker<'_> {
                 && p.mtime_ns == node.mtime_ns
                 && p.ctime_ns == node.ctime_ns
                 && p.inode == node.inode
-                && p.content.iter().all(|id| self.session.index.contains(id))
+                && self.all_indexed(p)
         }) {
             node.content.clone_from(&p.content);
+            node.content_levels = p.content_levels;
+            node.extensions.clone_from(&p.extensions);
             self.counts.unchanged += 1;
             self.counts.unchanged_bytes += node.size;
             self.session.progress.files.fetch_add(1, Ordering::Relaxed);

@@ -23,12 +23,12 @@ pub struct BackupSummary {
     pub total_bytes: u64,
     /// New data blobs stored.
     pub data_blobs_added: u64,
-    /// New tree blobs stored.
+    /// New tree blobs stored, and from v2 list blobs (content lists).
     pub tree_blobs_added: u64,
     /// Plaintext bytes of new data blobs (content read from the source).
     pub bytes_added: u64,
-    /// Plaintext bytes of new tree blobs (directories, a stream's chunk
-    /// list). Absent from snapshots written before it was split out, whose
+    /// Plaintext bytes of new tree and list blobs (directories, content
+    /// lists). Absent from snapshots written before it was split out, whose
     /// `bytes_added` counts both.
     #[serde(default)]
     pub tree_bytes_added: u64,

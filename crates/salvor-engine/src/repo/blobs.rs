@@ -96,7 +96,8 @@ impl BlobReader {
     /// As [`BlobReader::read_blob`], plus decoding failures.
     pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let data = self.read_blob(id)?;
-        let tree: Tree = format::from_bytes(&data, &|| format!("tree {id}"))?;
+        let tree =
+            format::tree::decode(&data, self.repo.config().version, &|| format!("tree {id}"))?;
         validate_tree(id, &tree)?;
         Ok(tree)
     }
