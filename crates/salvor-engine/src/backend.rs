@@ -118,6 +118,17 @@ pub trait Backend: Send + Sync {
         self.write(kind, name, &data)?;
         Ok(data)
     }
+    /// Starts an object that is written in pieces and named at the end (a
+    /// pack is named by the hash of its bytes). The default collects it in
+    /// memory and writes it whole on commit; local storage streams it to a
+    /// temporary file, so that a pack being written is not held in memory.
+    ///
+    /// # Errors
+    /// Backend failures.
+    /// `size` is the expected size, so a buffer is allocated once.
+    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
+        Ok(Box::new(MemorySink(Vec::with_capacity(size))))
+    }
     /// Parallel writes worth running (local disks gain nothing from more than one).
     fn connections(&self) -> usize {
         2
@@ -156,6 +167,36 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// An object being written in pieces ([`Backend::sink`]). Dropped without
+/// [`ObjectSink::commit`], it leaves nothing under any object's name.
+pub trait ObjectSink: Send {
+    /// Appends bytes.
+    ///
+    /// # Errors
+    /// Backend failures (a full disk).
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the object durable under `name` in `backend` (the backend that
+    /// made the sink), atomically: before it returns, nothing of it is visible.
+    ///
+    /// # Errors
+    /// As [`Backend::write`].
+    fn commit(self: Box<Self>, backend: &dyn Backend, kind: FileType, name: &str) -> Result<()>;
+}
+
+/// The default sink: the whole object in memory, written on commit.
+struct MemorySink(Vec<u8>);
+
+impl ObjectSink for MemorySink {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, backend: &dyn Backend, kind: FileType, name: &str) -> Result<()> {
+        backend.write_owned(kind, name, self.0).map(drop)
+    }
+}
+
 /// A shared backend is a backend, so a caller can keep a handle on a decorator
 /// (e.g. [`fault::FaultyBackend`] in tests) while the repository owns another.
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -179,6 +220,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
         (**self).write_owned(kind, name, data)
+    }
+    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
+        (**self).sink(size)
     }
     fn connections(&self) -> usize {
         (**self).connections()

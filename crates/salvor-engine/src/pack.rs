@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::backend::ObjectSink;
 use crate::crypto::{MasterKey, NonceDomain, ObjectCipher, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::format::index::{IndexFile, IndexPack};
@@ -48,7 +49,9 @@ pub struct PackStats {
 
 struct FinishedPack {
     id: PackId,
-    data: Vec<u8>,
+    /// Its bytes, written as its frames were sealed ([`crate::backend::ObjectSink`]).
+    sink: Box<dyn ObjectSink>,
+    len: u64,
     entry: IndexPack,
 }
 
@@ -68,8 +71,6 @@ struct UploadShared {
     /// written, and the whole pipeline stops early (the backup fails at commit).
     failed: Arc<std::sync::atomic::AtomicBool>,
     stored: std::sync::atomic::AtomicU64,
-    /// Pack buffers, handed back once written.
-    spare_packs: Arc<Spares>,
 }
 
 /// Buffers handed back for reuse. A fresh buffer faults in (and the kernel
@@ -139,7 +140,6 @@ impl Uploader {
             error: Mutex::new(None),
             stored: Default::default(),
             failed: Arc::default(),
-            spare_packs: Arc::new(Spares::new(2)),
         });
         let threads = (0..threads.max(1))
             .map(|_| {
@@ -152,17 +152,15 @@ impl Uploader {
                             if shared.failed.load(std::sync::atomic::Ordering::Relaxed) {
                                 continue;
                             }
-                            let len = p.data.len() as u64;
-                            let res = shared.repo.backend().write_owned(
+                            let res = p.sink.commit(
+                                shared.repo.backend(),
                                 crate::backend::FileType::Pack,
                                 &p.id.to_hex(),
-                                p.data,
                             );
-                            let res = res.and_then(|buf| {
-                                shared.spare_packs.give(buf);
+                            let res = res.and_then(|()| {
                                 shared
                                     .stored
-                                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                                    .fetch_add(p.len, std::sync::atomic::Ordering::Relaxed);
                                 shared.pending.lock().unwrap().push(p.entry);
                                 shared.flush_index(false)
                             });
@@ -239,8 +237,21 @@ struct OpenPack {
     prefix: [u8; PREFIX_LEN],
     salt: [u8; SALT_LEN],
     cipher: ObjectCipher,
-    buf: Vec<u8>,
+    /// Where its bytes go as they are sealed: no pack is held in memory
+    /// (except by a backend that can only write whole objects).
+    sink: Box<dyn ObjectSink>,
+    /// BLAKE3 of the bytes so far: the pack's name.
+    hasher: blake3::Hasher,
+    len: u64,
     frames: Vec<FrameEntry>,
+}
+
+impl OpenPack {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        self.sink.write(data)
+    }
 }
 
 struct PackerState {
@@ -270,7 +281,7 @@ pub struct Packer {
     /// The uploader's failure flag: once set, new blobs are not packed.
     failed: Arc<std::sync::atomic::AtomicBool>,
     tokens: (Sender<()>, Receiver<()>),
-    spare_packs: Arc<Spares>,
+    repo: Repository,
     /// Frame buffers, handed back after compression.
     spare_frames: Spares,
     error: Mutex<Option<Error>>,
@@ -341,7 +352,7 @@ impl Packer {
             tokens,
             // Never more frames than tokens exist at once.
             spare_frames: Spares::new(in_flight + 1),
-            spare_packs: uploader.shared.spare_packs.clone(),
+            repo: repo.clone(),
             error: Mutex::new(None),
             stats: Mutex::new(PackStats::default()),
         })
@@ -408,6 +419,8 @@ impl Packer {
                 compression,
                 blobs,
             }) {
+                // Storage failed (a full disk): stop feeding the pipeline.
+                me.failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 me.error.lock().unwrap().get_or_insert(e);
             }
             me.tokens.0.send(()).expect("token channel");
@@ -417,30 +430,41 @@ impl Packer {
     fn place(&self, f: CompressedFrame) -> Result<()> {
         let finished = {
             let mut st = self.state.lock().unwrap();
-            let pack = st.pack.get_or_insert_with(|| {
+            if st.pack.is_none() {
                 let (prefix, salt) = format::new_prefix(self.version, ObjectKind::Pack);
-                let mut buf = self.spare_packs.take(self.pack_target + self.frame_target);
-                buf.extend_from_slice(&prefix);
-                OpenPack {
+                let mut pack = OpenPack {
                     prefix,
                     salt,
                     cipher: self.key.object_cipher(&salt),
-                    buf,
+                    sink: self
+                        .repo
+                        .backend()
+                        .sink(self.pack_target + self.frame_target)?,
+                    hasher: blake3::Hasher::new(),
+                    len: 0,
                     frames: Vec::new(),
-                }
-            });
+                };
+                pack.append(&prefix)?;
+                st.pack = Some(pack);
+            }
+            let pack = st.pack.as_mut().expect("opened above");
             let nonce = pack.frames.len() as u64;
-            let offset = pack.buf.len();
+            let offset = pack.len;
+            let mut sealed = self
+                .spare_frames
+                .take(f.payload.len() + crate::crypto::TAG_LEN);
             pack.cipher
-                .seal_into(nonce, NonceDomain::Frame, &f.payload, &[], &mut pack.buf);
+                .seal_into(nonce, NonceDomain::Frame, &f.payload, &[], &mut sealed);
+            pack.append(&sealed)?;
             pack.frames.push(FrameEntry {
-                offset: offset as u64,
-                length: (pack.buf.len() - offset) as u32,
+                offset,
+                length: u32::try_from(sealed.len()).expect("frames are far below 4 GiB"),
                 raw_length: f.raw_length,
                 compression: f.compression,
                 blobs: f.blobs,
             });
-            if pack.buf.len() >= self.pack_target {
+            self.spare_frames.give(sealed);
+            if pack.len >= self.pack_target as u64 {
                 st.pack.take()
             } else {
                 None
@@ -459,13 +483,17 @@ impl Packer {
         let ct = p
             .cipher
             .seal(0, NonceDomain::PackHeader, &header, &p.prefix);
-        p.buf.extend_from_slice(&ct);
-        p.buf.extend_from_slice(&(ct.len() as u32).to_le_bytes());
-        let id = PackId::hash_of(&p.buf);
-        self.stats.lock().unwrap().stored += p.buf.len() as u64;
+        p.append(&ct)?;
+        p.append(
+            &u32::try_from(ct.len())
+                .expect("headers are far below 4 GiB")
+                .to_le_bytes(),
+        )?;
+        let id = PackId(*p.hasher.finalize().as_bytes());
+        self.stats.lock().unwrap().stored += p.len;
         let entry = IndexPack {
             id,
-            size: p.buf.len() as u64,
+            size: p.len,
             salt: p.salt,
             frames: p.frames,
         };
@@ -478,7 +506,8 @@ impl Packer {
         })?
         .send(FinishedPack {
             id,
-            data: p.buf,
+            sink: p.sink,
+            len: p.len,
             entry,
         })
         .map_err(|_| Error::new(crate::ErrorKind::Backend, "the pack uploader stopped"))

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use opendal::{ErrorKind as OdKind, Operator, blocking, layers::RetryLayer, options, services};
 
-use super::{Backend, FileType};
+use super::{Backend, FileType, ObjectSink};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A backend reached through OpenDAL.
@@ -66,6 +66,68 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
         )
         .source(e)
     })
+}
+
+/// An I/O error on a local path, with the disk-full hint where it applies.
+fn local_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let err = Error::io(what, path, e);
+    if err.is_no_space() {
+        err.hint("the repository's disk is full: free space there, then run the command again")
+    } else {
+        err
+    }
+}
+
+/// A local object streamed to a file in `tmp/`, then fsynced and renamed
+/// into place (and its directory fsynced) on commit: the same durability as
+/// [`Backend::write`], without holding the object in memory. A sink dropped
+/// uncommitted removes its file; one a killed process left is removed by a
+/// later backup ([`Backend::remove_temporaries`]).
+struct FileSink {
+    /// `None` once committed.
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+    root: PathBuf,
+}
+
+impl ObjectSink for FileSink {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let file = self.file.as_mut().expect("written before commit");
+        file.write_all(data)
+            .map_err(|e| local_err("cannot write", &self.path, e))
+    }
+
+    fn commit(mut self: Box<Self>, _: &dyn Backend, kind: FileType, name: &str) -> Result<()> {
+        let file = self.file.take().expect("committed once");
+        let dest = self.root.join(kind.path(name));
+        let durable = file
+            .into_inner()
+            .map_err(|e| local_err("cannot write", &self.path, e.into_error()))
+            .and_then(|f| {
+                f.sync_all()
+                    .map_err(|e| local_err("cannot fsync", &self.path, e))
+            })
+            .and_then(|()| {
+                std::fs::rename(&self.path, &dest)
+                    .map_err(|e| local_err("cannot rename into", &dest, e))
+            });
+        if let Err(e) = durable {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(e);
+        }
+        let parent = dest.parent().expect("objects live in directories");
+        OpendalBackend::sync_dir(parent)
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // Uncommitted (a failed or abandoned pack): leave nothing behind.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Retries of a remote store are logged once at warning level (the first)
@@ -442,6 +504,34 @@ impl Backend for OpendalBackend {
         if self.local_root.is_some() { 1 } else { 4 }
     }
 
+    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
+        let Some(root) = &self.local_root else {
+            // OpenDAL's writers need the name first; a pack's is its hash.
+            return Ok(Box::new(super::MemorySink(Vec::with_capacity(size))));
+        };
+        let path = root
+            .join("tmp")
+            .join(format!("sink-{}", crate::id::random_hex()));
+        let mode = self.modes(root).file;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(|e| local_err("cannot create", &path, e))?
+        };
+        // The umask may have taken bits the repository's mode asks for.
+        set_mode(&path, mode)?;
+        Ok(Box::new(FileSink {
+            // Coalesces the small writes (prefix, header); frames bypass it.
+            file: Some(std::io::BufWriter::with_capacity(64 << 10, file)),
+            path,
+            root: root.clone(),
+        }))
+    }
+
     fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
         let Some(root) = &self.local_root else {
             return Ok(0);
@@ -478,5 +568,47 @@ impl Backend for OpendalBackend {
         };
         op.exists(&path)
             .map_err(|e| od_err(format!("cannot check {path}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_files(root: &Path) -> usize {
+        std::fs::read_dir(root.join("tmp")).unwrap().count()
+    }
+
+    #[test]
+    fn a_local_sink_streams_to_tmp_and_commits_atomically_or_leaves_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let b = OpendalBackend::from_url(root.to_str().unwrap()).unwrap();
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        let mut s = b.sink(0).unwrap();
+        s.write(b"hello ").unwrap();
+        s.write(b"pack").unwrap();
+        assert_eq!(tmp_files(&root), 1, "written to tmp/ as it comes");
+        assert!(
+            !b.exists(FileType::Pack, &name).unwrap(),
+            "invisible until committed"
+        );
+        s.commit(&b, FileType::Pack, &name).unwrap();
+        assert_eq!(b.read(FileType::Pack, &name).unwrap(), b"hello pack");
+        assert_eq!(tmp_files(&root), 0);
+        let mode = std::fs::metadata(root.join(FileType::Pack.path(&name)))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Abandoned (a failed backup): nothing under any name, nothing in tmp/.
+        let mut s = b.sink(0).unwrap();
+        s.write(b"half a pack").unwrap();
+        drop(s);
+        assert_eq!(tmp_files(&root), 0);
+        assert_eq!(b.list(FileType::Pack).unwrap().len(), 1);
     }
 }
