@@ -9,5 +9,9 @@ fuzz_target!(|data: &[u8]| {
         for p in &f.packs {
             index.add_pack(p);
         }
+        index.finish();
+        if let Some(p) = f.packs.first().and_then(|p| p.frames.first()).and_then(|f| f.blobs.first()) {
+            assert!(index.contains(&p.id));
+        }
     }
 });

@@ -398,6 +398,7 @@ fn begin(
             adopted.len()
         );
     }
+    index.finish();
     Ok((lock, Arc::new(index), adopted))
 }
 

@@ -130,6 +130,7 @@ pub fn check(
             Err(e) => r.errors.push(format!("index file {name}: {e}")),
         }
     }
+    index.finish();
     let index = Arc::new(index);
     r.packs = index.packs().len() as u64;
     r.blobs = index.blob_count() as u64;

@@ -216,24 +216,30 @@ impl Repository {
     /// Backend failures other than a damaged index file.
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list(FileType::Index)?;
-        let files: Vec<(String, Result<IndexFile>)> = names
-            .par_iter()
-            .map(|(n, _)| (n.clone(), self.read_index_file(n)))
-            .collect();
         let mut index = Index::default();
-        for (name, f) in files {
-            match f {
-                Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    tracing::warn!(
-                        "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
-                        e.clone_message()
-                    );
-                    index.add_damaged(format!("index file {name}: {}", e.clone_message()));
+        // Read in parallel a few files at a time, so that decoded files
+        // (larger than their index entries) are not all in memory at once.
+        let batch = 2 * rayon::current_num_threads().max(1);
+        for chunk in names.chunks(batch) {
+            let files: Vec<(String, Result<IndexFile>)> = chunk
+                .par_iter()
+                .map(|(n, _)| (n.clone(), self.read_index_file(n)))
+                .collect();
+            for (name, f) in files {
+                match f {
+                    Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        tracing::warn!(
+                            "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
+                            e.clone_message()
+                        );
+                        index.add_damaged(format!("index file {name}: {}", e.clone_message()));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
+        index.finish();
         Ok(index)
     }
 
