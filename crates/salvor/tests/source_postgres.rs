@@ -23,6 +23,16 @@ fn psql(db: &str, sql: &str) -> String {
     psql_as("SALVOR_TEST_PG_USER", "SALVOR_TEST_PG_PASSWORD", db, sql)
 }
 
+/// Runs SQL as the superuser in `db`.
+fn su_in(db: &str, sql: &str) -> String {
+    psql_as(
+        "SALVOR_TEST_PG_SUPERUSER",
+        "SALVOR_TEST_PG_SUPERUSER_PASSWORD",
+        db,
+        sql,
+    )
+}
+
 /// Runs SQL as the role and password named by two environment variables.
 fn psql_as(user_var: &str, password_var: &str, db: &str, sql: &str) -> String {
     let out = Command::new("psql")
@@ -455,20 +465,31 @@ fn failures_fail_the_backup_and_record_no_snapshot() {
     assert_eq!(snapshot_count(&w), 1);
 }
 
+/// A workspace whose source `pg_su` dumps `db` as the superuser (plus
+/// `extra` TOML), and the id of its first backup.
+fn superuser_backup(db: &str, extra: &str) -> (common::Workspace, String) {
+    let config = format!(
+        "[source.pg_su]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
+         password = {{ env = \"SALVOR_TEST_PG_SUPERUSER_PASSWORD\" }}\ndatabases = [\"{db}\"]\n{extra}",
+        common::var("SALVOR_TEST_PG_HOST"),
+        common::var("SALVOR_TEST_PG_PORT"),
+        common::var("SALVOR_TEST_PG_SUPERUSER"),
+    );
+    let w = common::Workspace::new(&config);
+    let snap = w.json(&["backup", "--source", "pg_su"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (w, snap)
+}
+
 #[test]
 fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
     if !common::services("postgres globals_restore_recreates_missing_roles_and_keeps_existing_ones")
     {
         return;
     }
-    let su = |sql: &str| {
-        psql_as(
-            "SALVOR_TEST_PG_SUPERUSER",
-            "SALVOR_TEST_PG_SUPERUSER_PASSWORD",
-            "postgres",
-            sql,
-        )
-    };
+    let su = |sql: &str| su_in("postgres", sql);
     let role = unique("role");
     let role_exists = || {
         su(&format!(
@@ -481,18 +502,7 @@ fn globals_restore_recreates_missing_roles_and_keeps_existing_ones() {
     su(&format!(
         "CREATE ROLE \"{role}\" NOLOGIN CONNECTION LIMIT 3"
     ));
-    let config = format!(
-        "[source.pg_su]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
-         password = {{ env = \"SALVOR_TEST_PG_SUPERUSER_PASSWORD\" }}\ndatabases = [\"{db}\"]\n",
-        common::var("SALVOR_TEST_PG_HOST"),
-        common::var("SALVOR_TEST_PG_PORT"),
-        common::var("SALVOR_TEST_PG_SUPERUSER"),
-    );
-    let w = common::Workspace::new(&config);
-    let snap = w.json(&["backup", "--source", "pg_su"])["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (w, snap) = superuser_backup(&db, "");
     su(&format!("DROP ROLE \"{role}\""));
     assert_eq!(role_exists(), "0");
 
@@ -540,14 +550,6 @@ fn restore_keeps_the_owner_and_a_failed_restore_leaves_the_target_as_it_was() {
     ) {
         return;
     }
-    let su_in = |db: &str, sql: &str| {
-        psql_as(
-            "SALVOR_TEST_PG_SUPERUSER",
-            "SALVOR_TEST_PG_SUPERUSER_PASSWORD",
-            db,
-            sql,
-        )
-    };
     let su = |sql: &str| su_in("postgres", sql);
     let owner = unique("owner");
     let db = unique("own");
@@ -563,18 +565,7 @@ fn restore_keeps_the_owner_and_a_failed_restore_leaves_the_target_as_it_was() {
              ALTER TABLE t OWNER TO \"{owner}\""
         ),
     );
-    let config = format!(
-        "[source.pg_su]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
-         password = {{ env = \"SALVOR_TEST_PG_SUPERUSER_PASSWORD\" }}\ndatabases = [\"{db}\"]\nglobals = false\n",
-        common::var("SALVOR_TEST_PG_HOST"),
-        common::var("SALVOR_TEST_PG_PORT"),
-        common::var("SALVOR_TEST_PG_SUPERUSER"),
-    );
-    let w = common::Workspace::new(&config);
-    let snap = w.json(&["backup", "--source", "pg_su"])["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (w, snap) = superuser_backup(&db, "globals = false\n");
     let db_owner = |name: &str| {
         su(&format!(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"

@@ -1,5 +1,6 @@
 //! What the SQL-dump sources (postgres, mysql) share: per-table row counts in
-//! their manifests, and the check that a restore loaded every row back.
+//! their manifests, the check that a restore loaded every row back, and the
+//! scratch databases a restore loads into before it touches the target.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,30 @@ pub(super) fn verify_restored(
         .iter()
         .map(|(table, n)| (table.clone(), (*n).into()))
         .collect())
+}
+
+/// A name beside `target` for a restore's scratch database (`what`: "new",
+/// "old", "trial"), within `max` bytes (PostgreSQL 63, MySQL 64).
+pub(super) fn scratch_name(target: &str, what: &str, max: usize) -> String {
+    let suffix = format!("_salvor_{what}_{}", &salvor_engine::id::random_hex()[..8]);
+    let mut base = target.to_string();
+    while base.len() + suffix.len() > max {
+        base.pop();
+    }
+    base + &suffix
+}
+
+/// The error of a load that failed into database `db`, which the restore
+/// created and then tried to drop (`dropped`): it says what is left
+/// (`left`), or that `db` must be dropped by hand.
+pub(super) fn failed_load(e: Error, dropped: Result<()>, db: &str, left: &str) -> Error {
+    match dropped {
+        Ok(()) => e.context(format!("the restore failed and {left}")),
+        Err(d) => e.context(format!(
+            "the restore failed, and the database {db} it created could not be dropped ({}): drop it by hand",
+            d.clone_message()
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use super::conn::{Conn, ident};
 use super::dump::SectionFilter;
 use super::{Counts, MysqlConfig};
 use crate::source::lines::LineWriter;
-use crate::source::sql::{manifest_counts, manifest_databases, verify_restored};
+use crate::source::sql::{
+    failed_load, manifest_counts, manifest_databases, scratch_name, verify_restored,
+};
 use crate::source::{RestoreContext, RestoreReport, process};
 
 /// One database to restore.
@@ -204,13 +206,7 @@ impl MysqlConfig {
         let res = self
             .load(conn, ctx, p, db)
             .and_then(|()| verify_restored(&p.target, &p.expected, &conn.counts(db)?));
-        res.map_err(|e| match self.drop_db(conn, db) {
-            Ok(()) => e.context(format!("the restore failed and {left}")),
-            Err(d) => e.context(format!(
-                "the restore failed, and database {db} it created could not be dropped ({}): drop it by hand",
-                d.clone_message()
-            )),
-        })
+        res.map_err(|e| failed_load(e, self.drop_db(conn, db), db, left))
     }
 
     pub(super) fn restore_db(
@@ -253,7 +249,7 @@ impl MysqlConfig {
                 // MySQL has no transactional DDL and no RENAME DATABASE: a
                 // failed load into the target would leave it half replaced.
                 // A trial copy proves the load first (at the cost of loading twice).
-                let trial = scratch_name(t);
+                let trial = scratch_name(t, "trial", 64);
                 self.create(conn, p, &trial)?;
                 self.load_created(
                     conn,
@@ -277,20 +273,6 @@ impl MysqlConfig {
         report.counts.insert(t.clone(), Value::Object(counts));
         Ok(())
     }
-}
-
-/// A database name beside `target` for a trial load, within MySQL's 64 characters.
-fn scratch_name(target: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    let suffix = format!("_salvor_trial_{:08x}", nanos ^ std::process::id());
-    let mut base: String = target.to_string();
-    while base.chars().count() + suffix.len() > 64 {
-        base.pop();
-    }
-    base + &suffix
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use super::conn::{Conn, ident, literal};
 use super::dump::{EntryFilter, PgScanner, Planner, select_entries};
 use super::{Counts, GLOBALS, PostgresConfig};
 use crate::source::lines::LineWriter;
-use crate::source::sql::{manifest_counts, manifest_databases, verify_restored};
+use crate::source::sql::{
+    failed_load, manifest_counts, manifest_databases, scratch_name, verify_restored,
+};
 use crate::source::{RestoreContext, RestoreReport, process};
 
 /// One database to restore.
@@ -214,19 +216,19 @@ impl PostgresConfig {
     /// Drops a database this restore created; a failure to do so is added
     /// to `e` rather than hiding it.
     fn drop_created(&self, conn: &Conn, name: &str, e: Error, left: &str) -> Error {
-        match conn.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))) {
-            Ok(_) => e.context(format!("the restore failed and {left}")),
-            Err(drop_err) => e.context(format!(
-                "the restore failed, and the database {name} it created could not be dropped ({}): drop it by hand",
-                drop_err.clone_message()
-            )),
-        }
+        let dropped = conn
+            .admin(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                ident(name)
+            ))
+            .map(drop);
+        failed_load(e, dropped, name, left)
     }
 
     /// Puts `scratch` in `target`'s place: the old one is renamed aside,
     /// the new one renamed in, and the old one dropped.
     fn swap(&self, conn: &Conn, target: &str, scratch: &str) -> Result<()> {
-        let old = scratch_name(target, "old");
+        let old = scratch_name(target, "old", 63);
         let mut last = None;
         // Clients reconnecting between the terminate and the rename make it
         // fail; a few tries get through.
@@ -376,7 +378,7 @@ impl PostgresConfig {
                     .map_err(|e| self.drop_created(conn, t, e, &format!("database {t}, which it had created, was dropped again: nothing is left")))?
             }
             Prepare::Recreate => {
-                let scratch = scratch_name(t, "new");
+                let scratch = scratch_name(t, "new", 63);
                 self.create_db(conn, &scratch, p, &mut notes)?;
                 let counts = self
                     .load_checked(conn, ctx, p, &scratch, keep.as_ref(), &[])
@@ -478,24 +480,6 @@ impl PostgresConfig {
         })?;
         Ok(())
     }
-}
-
-/// A name beside `target` for a restore's new or old copy, within
-/// PostgreSQL's 63-byte limit.
-fn scratch_name(target: &str, what: &str) -> String {
-    let suffix = format!("_salvor_{what}_{:08x}", rand_u32());
-    let mut base: String = target.to_string();
-    while base.len() + suffix.len() > 63 {
-        base.pop();
-    }
-    base + &suffix
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
 fn keys(c: &Counts) -> String {
