@@ -77,6 +77,11 @@ impl FileType {
 pub trait Backend: Send + Sync {
     /// The location as the user gave it (no credentials).
     fn location(&self) -> &str;
+    /// True for a repository on a local file system, where a local cache
+    /// would only copy what is already one read away.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Names and sizes of every object of `kind`.
     ///
     /// # Errors
@@ -202,6 +207,9 @@ impl ObjectSink for MemorySink {
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn location(&self) -> &str {
         (**self).location()
+    }
+    fn is_local(&self) -> bool {
+        (**self).is_local()
     }
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
         (**self).list(kind)

@@ -27,7 +27,7 @@ use crate::chunker::Chunker;
 use crate::content::{Content, ListBuilder};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
-use crate::format::snapshot::{BackupSummary, Snapshot};
+use crate::format::snapshot::{BackupSummary, Manifest, Snapshot};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::{IdSet, Index};
@@ -68,7 +68,7 @@ pub struct BackupOptions {
     pub read_threads: usize,
     /// A source manifest to record under this name; the backup adds the
     /// counts it saw (`files`, `dirs`, `bytes`) to the given JSON object.
-    pub manifest: Option<(String, serde_json::Value)>,
+    pub manifest: Option<(String, Manifest)>,
 }
 
 /// Options for a stream backup (stdin, dumps).
@@ -111,7 +111,7 @@ impl Session {
     /// counted with them in the summary).
     pub fn store_list(&self, data: &[u8]) -> BlobId {
         let id = self.repo.key().blob_id(data);
-        if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
+        if !self.index.reusable(&id) && self.in_flight.lock().unwrap().insert(id) {
             self.trees.add(BlobKind::Data, id, data);
         }
         id
@@ -119,7 +119,7 @@ impl Session {
 
     /// Stores `data`, whose id the caller computed, unless already present.
     fn store_as(&self, kind: BlobKind, id: BlobId, data: &[u8]) {
-        if !self.index.contains(&id) && self.in_flight.lock().unwrap().insert(id) {
+        if !self.index.reusable(&id) && self.in_flight.lock().unwrap().insert(id) {
             let p = if kind == BlobKind::Tree {
                 &self.trees
             } else {
@@ -241,6 +241,17 @@ impl Run {
         snap.partial = !summary.warnings.is_empty();
         snap.summary = summary;
         let id = self.session.repo.write_snapshot(&snap)?;
+        // Housekeeping after the commit point, still under the lock: a
+        // failure costs only a later retry, never the backup.
+        match self.session.repo.compact_index(&self.session.index) {
+            Ok(c) if c.files_removed > 0 => tracing::info!(
+                "compacted {} index files into {}",
+                c.files_removed,
+                c.files_written
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("index compaction failed (retried by the next backup): {e}"),
+        }
         Ok((id, snap))
     }
 
@@ -261,10 +272,12 @@ impl Run {
             tree,
             parent: None,
             job: job.cloned(),
+            original: None,
             manifests: Default::default(),
             partial: false,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
             summary: BackupSummary::default(),
+            unknown: Default::default(),
         }
     }
 }
@@ -320,7 +333,10 @@ pub fn backup_paths(
     };
     let run = Run::new(repo, index, progress, repo.config().compression_level);
     run.uploader.adopt(adopted);
-    let chunker = Chunker::new(repo.config().file_chunker, repo.key().chunker_seed());
+    let chunker = Chunker::new(
+        repo.config().file_chunker,
+        repo.key().chunker_secret(repo.config().version),
+    );
     let threads = if opts.read_threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
     } else {
@@ -345,11 +361,10 @@ pub fn backup_paths(
     snap.parent = parent.map(|(id, _)| id);
     if let Some((name, mut manifest)) = opts.manifest.clone() {
         let files = summary.files_new + summary.files_changed + summary.files_unchanged;
-        if let Some(m) = manifest.as_object_mut() {
-            m.insert("files".into(), files.into());
-            m.insert("dirs".into(), summary.dirs.into());
-            m.insert("bytes".into(), summary.total_bytes.into());
-        }
+        let m = &mut manifest.detail;
+        m.insert("files".into(), files.into());
+        m.insert("dirs".into(), summary.dirs.into());
+        m.insert("bytes".into(), summary.total_bytes.into());
         snap.manifests.insert(name, manifest);
     }
     run.commit(snap, summary)
@@ -447,7 +462,7 @@ pub struct StreamBackup {
     run: Run,
     chunker: Chunker,
     files: std::collections::BTreeMap<Vec<u8>, Node>,
-    manifests: std::collections::BTreeMap<String, serde_json::Value>,
+    manifests: std::collections::BTreeMap<String, Manifest>,
     opts: StreamOptions,
     _lock: crate::repo::lock::LockGuard,
 }
@@ -472,7 +487,10 @@ impl StreamBackup {
         run.uploader.adopt(adopted);
         Ok(Self {
             run,
-            chunker: Chunker::new(repo.config().stream_chunker, repo.key().chunker_seed()),
+            chunker: Chunker::new(
+                repo.config().stream_chunker,
+                repo.key().chunker_secret(repo.config().version),
+            ),
             files: Default::default(),
             manifests: Default::default(),
             opts: opts.clone(),
@@ -526,7 +544,7 @@ impl StreamBackup {
     }
 
     /// Records a source's manifest (server version, counts, ...).
-    pub fn add_manifest(&mut self, source: &str, manifest: serde_json::Value) {
+    pub fn add_manifest(&mut self, source: &str, manifest: Manifest) {
         self.manifests.insert(source.to_string(), manifest);
     }
 

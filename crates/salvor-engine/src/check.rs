@@ -118,6 +118,8 @@ pub fn check(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckResults> {
+    // What the repository holds is checked, not a local copy of it.
+    let repo = &repo.without_cache();
     let _lock = repo.lock_for_reading("check")?;
     let mut r = CheckResults::default();
     for e in crate::repo::keys::verify_key_files(repo.backend())? {

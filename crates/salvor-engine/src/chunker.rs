@@ -31,19 +31,60 @@ pub struct Chunker {
     lines: Option<Arc<LineCut>>,
 }
 
+/// What keys a repository's chunker (FORMAT.md section 13).
+#[derive(Clone, Copy)]
+pub enum ChunkerSecret {
+    /// v1: a 64-bit seed XORed into FastCDC's public gear table and used as
+    /// the line hash's seed. A few dozen observed cut points of known
+    /// content pin it down bit by bit (eprint 2025/532 and 2025/558).
+    Seed(u64),
+    /// v2: a 256-bit key from which the whole gear table (16,384 secret
+    /// bits) and the line rule's PRF key are derived.
+    Key([u8; 32]),
+}
+
+impl From<u64> for ChunkerSecret {
+    fn from(seed: u64) -> Self {
+        Self::Seed(seed)
+    }
+}
+
+/// The gear table of a v2 repository and its shifted copy (FastCDC's
+/// `GEAR_LS` is `GEAR << 1`): 256 words of BLAKE3's XOF in derive-key mode.
+fn keyed_gear(key: &[u8; 32]) -> (Vec<u64>, Vec<u64>) {
+    let mut bytes = [0u8; 256 * 8];
+    blake3::Hasher::new_derive_key("salvor v2 gear table")
+        .update(key)
+        .finalize_xof()
+        .fill(&mut bytes);
+    let gear: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .collect();
+    let shifted = gear.iter().map(|g| g << 1).collect();
+    (gear, shifted)
+}
+
 impl Chunker {
-    /// A chunker for `params` keyed by the repository's `seed`.
-    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+    /// A chunker for `params` keyed by the repository's secret.
+    pub fn new(params: ChunkerParams, secret: impl Into<ChunkerSecret>) -> Self {
+        let secret = secret.into();
         let (mask_s, mask_l) = select_masks(params.avg as usize, Normalization::Level1);
-        let (g, gls) = get_gear_with_seed(seed);
+        let gear = match &secret {
+            ChunkerSecret::Seed(seed) => {
+                let (g, gls) = get_gear_with_seed(*seed);
+                (g.into_owned(), gls.into_owned())
+            }
+            ChunkerSecret::Key(key) => keyed_gear(key),
+        };
         Self {
             params,
             mask_s,
             mask_l,
-            gear: Arc::new((g.into_owned(), gls.into_owned())),
+            gear: Arc::new(gear),
             lines: (params.cut == CutRule::Lines).then(|| {
                 let [min, avg, max] = [params.min, params.avg, params.max].map(|v| v as usize);
-                Arc::new(LineCut::new(min, avg, max, seed))
+                Arc::new(LineCut::new(min, avg, max, secret))
             }),
         }
     }
@@ -299,6 +340,21 @@ mod tests {
                 chunks(&Chunker::new(p, 1), &d),
                 chunks(&Chunker::new(p, 2), &d)
             );
+            let keyed = |k: u8| chunks(&Chunker::new(p, ChunkerSecret::Key([k; 32])), &d);
+            assert_ne!(keyed(1), keyed(2));
+            assert_eq!(keyed(1), keyed(1));
+        }
+    }
+
+    #[test]
+    fn keyed_chunkers_keep_their_sizes_and_insert_locality() {
+        for (p, d) in [(params(), data(4 << 20)), (line_params(), rows(4 << 20))] {
+            let c = Chunker::new(p, ChunkerSecret::Key([5; 32]));
+            let cs = checked_chunks(&c, &d);
+            let mean = d.len() / cs.len();
+            let avg = p.avg as usize;
+            assert!(mean > avg / 2 && mean < avg * 2, "{p:?}: mean {mean}");
+            assert!(new_chunks_after_insert(&c, &d, d.len() / 3, b" changed") <= 3);
         }
     }
 

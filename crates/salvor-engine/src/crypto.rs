@@ -81,9 +81,23 @@ impl MasterKey {
         out.extend(hashes.into_iter().map(BlobId));
     }
 
-    /// The secret seed for the content-defined chunker's gear table.
+    /// The secret seed for the content-defined chunker's gear table (v1).
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
+    }
+
+    /// What keys the chunkers of a repository of format `version`: v1 the
+    /// 64-bit seed; v2 a 256-bit key derived from the blob-id key and the
+    /// seed (`BLAKE3-derive_key("salvor v2 chunker", blob_id || seed LE)`),
+    /// so existing key files need no new field.
+    pub fn chunker_secret(&self, version: u8) -> crate::chunker::ChunkerSecret {
+        if version == 1 {
+            return crate::chunker::ChunkerSecret::Seed(self.chunker_seed);
+        }
+        let mut h = blake3::Hasher::new_derive_key("salvor v2 chunker");
+        h.update(&self.blob_id)
+            .update(&self.chunker_seed.to_le_bytes());
+        crate::chunker::ChunkerSecret::Key(*h.finalize().as_bytes())
     }
 
     /// The cipher for the object whose salt is `salt`.

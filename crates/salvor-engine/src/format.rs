@@ -22,6 +22,18 @@ pub mod tree;
 use crate::crypto::{MasterKey, NonceDomain, SALT_LEN};
 use crate::error::{Error, Result};
 
+/// A tagged field a later version added to a v2 record (tree node, index
+/// file, pack record). Readers keep the extensions they do not know when
+/// they rewrite a record; tags are assigned in docs/FORMAT.md.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Extension {
+    /// What the field is.
+    pub tag: u32,
+    /// Its encoding, defined with the tag.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// Magic bytes at the start of every sealed object and pack.
 pub const MAGIC: &[u8; 4] = b"SLVR";
 /// Repository format version this build gives new repositories. Into an

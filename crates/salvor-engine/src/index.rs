@@ -52,6 +52,9 @@ pub struct BlobLocation {
     pub length: u32,
     /// Data or tree.
     pub kind: BlobKind,
+    /// False when its pack record forbids deduplicating against it (an
+    /// extension this build does not know, such as a prune's delete mark).
+    pub reusable: bool,
 }
 
 /// Where a frame is.
@@ -80,6 +83,8 @@ pub struct PackInfo {
     pub size: u64,
     /// Salt for its cipher.
     pub salt: [u8; SALT_LEN],
+    /// Unix seconds when it was written or indexed (0: unknown, v1).
+    pub written: i64,
 }
 
 /// All blobs of a repository.
@@ -95,12 +100,25 @@ pub struct Index {
     /// Index files that could not be read, with why: their blobs are
     /// missing here, and `repair index` rebuilds them from the packs.
     damaged: Vec<String>,
+    /// Listed index files that a compacted file supersedes (left by an
+    /// interrupted compaction); their records were not used.
+    superseded: Vec<String>,
 }
 
 impl Index {
     /// Records an index file that could not be read.
     pub fn add_damaged(&mut self, what: String) {
         self.damaged.push(what);
+    }
+
+    /// Records the listed index files that were skipped as superseded.
+    pub fn set_superseded(&mut self, names: Vec<String>) {
+        self.superseded = names;
+    }
+
+    /// The listed index files that were skipped as superseded.
+    pub fn superseded(&self) -> &[String] {
+        &self.superseded
     }
 
     /// The index files that could not be read.
@@ -138,7 +156,9 @@ impl Index {
             id: pack.id,
             size: pack.size,
             salt: pack.salt,
+            written: pack.written,
         });
+        let reusable = pack.reusable();
         self.pack_numbers.insert(pack.id, pn);
         for (nonce, f) in pack.frames.iter().enumerate() {
             let fn_ = u32::try_from(self.frames.len()).expect("fewer than 2^32 frames");
@@ -158,6 +178,7 @@ impl Index {
                         offset: b.offset,
                         length: b.length,
                         kind: b.kind,
+                        reusable,
                     },
                 ));
                 self.unsorted = true;
@@ -196,6 +217,12 @@ impl Index {
     /// Whether a blob is present.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.search(id).is_some()
+    }
+
+    /// Whether a new backup may reference the blob without storing it
+    /// again: it is present, in a pack whose record allows it.
+    pub fn reusable(&self, id: &BlobId) -> bool {
+        self.search(id).is_some_and(|l| l.reusable)
     }
 
     /// A frame by number.
@@ -256,6 +283,8 @@ mod tests {
                     })
                     .collect(),
             }],
+            written: 0,
+            extensions: Vec::new(),
         }
     }
 

@@ -121,7 +121,10 @@ impl UploadShared {
             }
             std::mem::take(&mut *p)
         };
-        let id = self.repo.write_index(&IndexFile { packs })?;
+        let id = self.repo.write_index(&IndexFile {
+            packs,
+            ..Default::default()
+        })?;
         self.written.lock().unwrap().push(id);
         Ok(())
     }
@@ -491,12 +494,7 @@ impl Packer {
         )?;
         let id = PackId(*p.hasher.finalize().as_bytes());
         self.stats.lock().unwrap().stored += p.len;
-        let entry = IndexPack {
-            id,
-            size: p.len,
-            salt: p.salt,
-            frames: p.frames,
-        };
+        let entry = IndexPack::new(id, p.len, p.salt, p.frames);
         let tx = self.upload.lock().unwrap().clone();
         tx.ok_or_else(|| {
             Error::new(

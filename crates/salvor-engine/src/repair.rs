@@ -78,12 +78,7 @@ pub(crate) fn read_pack_entry(repo: &Repository, name: &str, size: u64) -> Resul
             .object_cipher(&salt)
             .open(0, NonceDomain::PackHeader, &ct, &prefix, &what)?;
     let header: PackHeader = format::from_bytes(&plain, &what)?;
-    Ok(IndexPack {
-        id,
-        size,
-        salt,
-        frames: header.frames,
-    })
+    Ok(IndexPack::new(id, size, salt, header.frames))
 }
 
 /// Rebuilds the index from the packs in storage.
@@ -115,7 +110,15 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
     let mut entries = Vec::new();
     for (name, r) in read {
         match r {
-            Ok(p) => {
+            Ok(mut p) => {
+                // The old record knows when the pack was written, and may
+                // carry fields (marks) this build cannot rebuild from a pack.
+                if let Some(old) = previous.remove(&p.id) {
+                    if old.written != 0 {
+                        p.written = old.written;
+                    }
+                    p.extensions = old.extensions;
+                }
                 stats.packs_indexed += 1;
                 stats.blobs += p.frames.iter().map(|f| f.blobs.len() as u64).sum::<u64>();
                 entries.push(p);
@@ -141,13 +144,14 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
     for chunk in entries.chunks(PACKS_PER_INDEX) {
         let id = repo.write_index(&IndexFile {
             packs: chunk.to_vec(),
+            ..Default::default()
         })?;
         written.insert(id.to_hex());
         stats.index_files_written += 1;
     }
     // Same content, same name: never delete a file just written.
     for name in old.iter().filter(|n| !written.contains(*n)) {
-        repo.backend().delete(FileType::Index, name)?;
+        repo.delete_doc(FileType::Index, name)?;
         stats.index_files_removed += 1;
     }
     Ok(stats)

@@ -5,12 +5,16 @@
 //! [`Repository::write_doc`], which name each object in their errors.
 
 pub mod blobs;
+pub mod cache;
+pub mod index_files;
 pub mod keys;
 pub mod lock;
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
+
+use cache::Cache;
 
 use crate::backend::{Backend, FileType};
 use crate::crypto::MasterKey;
@@ -20,9 +24,9 @@ use crate::format::index::IndexFile;
 use crate::format::snapshot::Snapshot;
 use crate::format::{self, ObjectKind};
 use crate::id::{IndexId, SnapshotId};
-use crate::index::Index;
 
 pub use blobs::BlobReader;
+pub use index_files::CompactStats;
 
 /// A snapshot with its id.
 pub type SnapshotEntry = (SnapshotId, Snapshot);
@@ -34,6 +38,7 @@ pub struct Repository {
     key: MasterKey,
     config: Arc<RepoConfig>,
     key_name: Arc<str>,
+    cache: Option<Arc<Cache>>,
 }
 
 /// Options for [`Repository::init`].
@@ -97,6 +102,7 @@ impl Repository {
             key,
             config: Arc::new(opts.config.clone()),
             key_name: name.into(),
+            cache: None,
         })
     }
 
@@ -138,6 +144,7 @@ impl Repository {
             key,
             config: Arc::new(config),
             key_name: key_name.into(),
+            cache: None,
         })
     }
 
@@ -161,18 +168,55 @@ impl Repository {
         &self.key_name
     }
 
-    /// Reads and opens a sealed document.
+    /// This repository with a local cache of its index files and
+    /// snapshots under `base` (see [`cache`]).
+    ///
+    /// # Errors
+    /// When the cache directory cannot be created.
+    pub fn with_cache(mut self, base: &std::path::Path) -> Result<Self> {
+        self.cache = Some(Arc::new(Cache::open(base, &self.config.id)?));
+        Ok(self)
+    }
+
+    /// This repository read and written directly, bypassing any cache:
+    /// `check` verifies what the repository holds, not a local copy.
+    pub fn without_cache(&self) -> Self {
+        Self {
+            cache: None,
+            ..self.clone()
+        }
+    }
+
+    /// The local cache, if one is used.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// Reads and opens a sealed document, from the cache when it holds it.
     ///
     /// # Errors
     /// Missing or corrupt object.
     pub fn read_doc(&self, ft: FileType, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let data = self.backend.read_at_most(ft, name, ft.max_document())?;
-        if blake3::hash(&data).to_hex().as_str() != name {
-            return Err(Error::corrupt(format!(
-                "{} {name} does not match its name (damaged, or renamed)",
-                ft.noun()
-            )));
-        }
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(ft, name, ft.max_document()));
+        let data = match cached {
+            Some(d) => d,
+            None => {
+                let d = self.backend.read_at_most(ft, name, ft.max_document())?;
+                if blake3::hash(&d).to_hex().as_str() != name {
+                    return Err(Error::corrupt(format!(
+                        "{} {name} does not match its name (damaged, or renamed)",
+                        ft.noun()
+                    )));
+                }
+                if let Some(c) = &self.cache {
+                    c.put(ft, name, &d);
+                }
+                d
+            }
+        };
         format::open(&self.key, kind, &data, &|| format!("{} {name}", ft.noun()))
     }
 
@@ -183,8 +227,24 @@ impl Repository {
     pub fn write_doc(&self, ft: FileType, kind: ObjectKind, body: &[u8]) -> Result<[u8; 32]> {
         let sealed = format::seal(&self.key, self.config.version, kind, body);
         let id = *blake3::hash(&sealed).as_bytes();
-        self.backend.write(ft, &hex::encode(id), &sealed)?;
+        let name = hex::encode(id);
+        self.backend.write(ft, &name, &sealed)?;
+        if let Some(c) = &self.cache {
+            c.put(ft, &name, &sealed);
+        }
         Ok(id)
+    }
+
+    /// Deletes a document from the repository and the cache.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn delete_doc(&self, ft: FileType, name: &str) -> Result<()> {
+        self.backend.delete(ft, name)?;
+        if let Some(c) = &self.cache {
+            c.remove(ft, name);
+        }
+        Ok(())
     }
 
     /// Writes an index file.
@@ -192,7 +252,8 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
-        self.write_doc(FileType::Index, ObjectKind::Index, &format::to_bytes(file))
+        let body = format::index::encode(file, self.config.version);
+        self.write_doc(FileType::Index, ObjectKind::Index, &body)
             .map(IndexId)
     }
 
@@ -202,45 +263,9 @@ impl Repository {
     /// Missing or corrupt.
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         let plain = self.read_doc(FileType::Index, ObjectKind::Index, name)?;
-        format::from_bytes(&plain, &|| format!("index file {name}"))
-    }
-
-    /// Loads every index file (in parallel) into one in-memory index.
-    ///
-    /// A damaged index file does not stop a restore whose blobs other files
-    /// (or no file) name: it is skipped with a warning and recorded
-    /// ([`Index::damaged`]), and a blob it alone held is then reported
-    /// missing with `repair index` as the way out.
-    ///
-    /// # Errors
-    /// Backend failures other than a damaged index file.
-    pub fn load_index(&self) -> Result<Index> {
-        let names = self.backend.list(FileType::Index)?;
-        let mut index = Index::default();
-        // Read in parallel a few files at a time, so that decoded files
-        // (larger than their index entries) are not all in memory at once.
-        let batch = 2 * rayon::current_num_threads().max(1);
-        for chunk in names.chunks(batch) {
-            let files: Vec<(String, Result<IndexFile>)> = chunk
-                .par_iter()
-                .map(|(n, _)| (n.clone(), self.read_index_file(n)))
-                .collect();
-            for (name, f) in files {
-                match f {
-                    Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
-                    Err(e) if e.kind() == ErrorKind::Corrupt => {
-                        tracing::warn!(
-                            "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
-                            e.clone_message()
-                        );
-                        index.add_damaged(format!("index file {name}: {}", e.clone_message()));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        index.finish();
-        Ok(index)
+        format::index::decode(&plain, self.config.version, &|| {
+            format!("index file {name}")
+        })
     }
 
     /// Writes a snapshot document. Call only after its data and index are durable.
@@ -282,6 +307,12 @@ impl Repository {
     /// Only when the snapshot list itself cannot be read.
     pub fn snapshots_lenient(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let names = self.backend.list(FileType::Snapshot)?;
+        if let Some(c) = &self.cache {
+            c.retain(
+                FileType::Snapshot,
+                &names.iter().map(|(n, _)| n.as_str()).collect(),
+            );
+        }
         let results: Vec<Result<(SnapshotId, Snapshot)>> = names
             .par_iter()
             .map(|(n, _)| {

@@ -84,6 +84,14 @@ pub struct GlobalOptions {
     /// Configuration file with sources (salvor.toml).
     #[arg(short = 'c', long, env = "SALVOR_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Keep the local cache of index files and snapshots here (default for
+    /// remote repositories: $XDG_CACHE_HOME/salvor, else ~/.cache/salvor;
+    /// local repositories use none unless this is given).
+    #[arg(long, env = "SALVOR_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Use no local cache: read everything from the repository.
+    #[arg(long, env = "SALVOR_NO_CACHE", global = true)]
+    no_cache: bool,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -247,6 +255,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Attaches the cache: a directory the user named must work; the default
+/// one is an optimisation, so a failure there only costs speed.
+fn with_cache(
+    repo: Repository,
+    cache: Option<(PathBuf, bool)>,
+) -> salvor_engine::Result<Repository> {
+    match cache {
+        None => Ok(repo),
+        Some((dir, true)) => repo.with_cache(&dir),
+        Some((dir, false)) => match repo.clone().with_cache(&dir) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!("working without a local cache: {e}");
+                Ok(repo)
+            }
+        },
+    }
+}
+
 impl GlobalOptions {
     fn location(&self) -> salvor_engine::Result<&str> {
         self.repo
@@ -261,7 +288,8 @@ impl GlobalOptions {
     fn open(&self) -> salvor_engine::Result<Repository> {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
         let pw = password::get(self, false)?;
-        Repository::open(backend, pw.as_bytes())
+        let cache = self.cache_base(backend.as_ref())?;
+        with_cache(Repository::open(backend, pw.as_bytes())?, cache)
     }
 
     /// [`GlobalOptions::open`] with the password read now and the key
@@ -269,9 +297,29 @@ impl GlobalOptions {
     fn open_in_background(&self) -> salvor_engine::Result<crate::source::PendingRepo> {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
         let pw = password::get(self, false)?;
+        let cache = self.cache_base(backend.as_ref())?;
         Ok(crate::source::PendingRepo::opening(move || {
-            Repository::open(backend, pw.as_bytes())
+            with_cache(Repository::open(backend, pw.as_bytes())?, cache)
         }))
+    }
+
+    /// Where the local cache goes: `--cache-dir` if given, else the XDG
+    /// default for a remote repository (a local one is already one read
+    /// away), and nowhere with `--no-cache`.
+    fn cache_base(
+        &self,
+        backend: &dyn salvor_engine::backend::Backend,
+    ) -> salvor_engine::Result<Option<(PathBuf, bool)>> {
+        match (&self.cache_dir, self.no_cache) {
+            (Some(_), true) => Err(Error::invalid(
+                "--cache-dir and --no-cache contradict each other",
+            )
+            .hint("keep one of them (check SALVOR_CACHE_DIR and SALVOR_NO_CACHE too)")),
+            (_, true) => Ok(None),
+            (Some(dir), false) => Ok(Some((dir.clone(), true))),
+            (None, false) if backend.is_local() => Ok(None),
+            (None, false) => Ok(salvor_engine::repo::cache::default_base().map(|d| (d, false))),
+        }
     }
 
     fn load_config(&self) -> salvor_engine::Result<crate::config::Config> {

@@ -29,7 +29,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions};
-use salvor_engine::format::snapshot::Snapshot;
+use salvor_engine::format::snapshot::{Manifest, Snapshot};
 use salvor_engine::id::SnapshotId;
 use salvor_engine::repo::BlobReader;
 use salvor_engine::{Error, ErrorKind, Repository, Result, browse};
@@ -153,6 +153,41 @@ impl SourceConfig {
         }
     }
 
+    /// Where the source reads from, without credentials, recorded in its
+    /// manifest: `postgres://db1:5432`, `/etc,/srv`, `command:pg_dumpall`.
+    pub fn identity(&self) -> String {
+        let host_port = |scheme: &str, host: &Option<String>, port: Option<u16>, default: u16| {
+            let host = host.as_deref().unwrap_or("localhost");
+            format!("{scheme}://{host}:{}", port.unwrap_or(default))
+        };
+        match self {
+            // The first word only: arguments may carry secrets.
+            Self::Command(c) => format!(
+                "command:{}",
+                c.command.split_whitespace().next().unwrap_or_default()
+            ),
+            Self::Files(c) => c
+                .paths
+                .iter()
+                .map(|p| p.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(","),
+            Self::Postgres(c) => host_port("postgres", &c.host, c.port, 5432),
+            Self::Mysql(c) => match &c.socket {
+                Some(sock) => format!("mysql://{}", sock.display()),
+                None => host_port("mysql", &c.host, c.port, 3306),
+            },
+            Self::Mongodb(c) => match &c.uri {
+                mongodb::Uri::Plain(u) => without_credentials(u),
+                mongodb::Uri::Secret(_) => "mongodb (URI from a secret)".into(),
+            },
+            Self::Redis(c) => format!("redis://{}:{}", c.host, c.port),
+            Self::Etcd(c) => without_credentials(&c.endpoint),
+            Self::Sqlite(c) => c.path.to_string_lossy().into_owned(),
+            Self::Http(c) => without_credentials(&c.base_url),
+        }
+    }
+
     /// The `type` key.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -166,6 +201,19 @@ impl SourceConfig {
             Self::Sqlite(_) => "sqlite",
             Self::Http(_) => "http",
         }
+    }
+}
+
+/// `url` without user information and query (either may hold a secret).
+fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -194,6 +242,8 @@ pub struct BackupContext<'a> {
     pub repo: &'a PendingRepo,
     /// The source's name: snapshot streams live under `NAME/`, its manifest under `NAME`.
     pub name: &'a str,
+    /// Where it reads from ([`SourceConfig::identity`]), for its manifest.
+    pub identity: String,
     /// Extra tags.
     pub tags: Vec<String>,
     /// Host name to record.
@@ -222,6 +272,7 @@ impl BackupContext<'_> {
             inner: None,
             start: Some((self.repo.clone(), opts, self.progress.clone())),
             name: self.name.to_string(),
+            identity: self.identity.clone(),
         })
     }
 }
@@ -296,6 +347,7 @@ pub struct Streams {
     /// What `inner` begins with, until it has.
     start: Option<(PendingRepo, StreamOptions, Arc<BackupProgress>)>,
     name: String,
+    identity: String,
 }
 
 impl Streams {
@@ -322,6 +374,8 @@ impl Streams {
     pub fn commit(mut self, manifest: serde_json::Value) -> Result<(SnapshotId, Snapshot)> {
         self.begun()?;
         let mut inner = self.inner.take().expect("begun above");
+        let mut manifest = Manifest::from_value(manifest);
+        manifest.identity = Some(std::mem::take(&mut self.identity));
         inner.add_manifest(&self.name, manifest);
         inner.commit()
     }
@@ -349,12 +403,13 @@ pub struct RestoreContext<'a> {
 }
 
 impl RestoreContext<'_> {
-    /// The manifest the backup recorded.
-    pub fn manifest(&self) -> &serde_json::Value {
+    /// The manifest the backup recorded, as its JSON object (`null` when
+    /// the snapshot has none for this source).
+    pub fn manifest(&self) -> serde_json::Value {
         self.snapshot
             .manifests
             .get(self.source_name)
-            .unwrap_or(&serde_json::Value::Null)
+            .map_or(serde_json::Value::Null, Manifest::to_value)
     }
 
     /// Paths of the snapshot's streams, relative to the source's directory.
@@ -467,4 +522,26 @@ pub struct RestoreReport {
     pub actions: Vec<String>,
     /// Counts by outcome or item (created/existing/failed, rows per table ...).
     pub counts: serde_json::Map<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_never_carry_credentials() {
+        assert_eq!(
+            without_credentials("https://u:pw@api.example:8443/v1?token=x#f"),
+            "https://api.example:8443/v1"
+        );
+        assert_eq!(
+            without_credentials("mongodb://a:b@h1:27017,h2/db?authSource=admin"),
+            "mongodb://h1:27017,h2/db"
+        );
+        assert_eq!(without_credentials("127.0.0.1:2379"), "127.0.0.1:2379");
+        let cfg: SourceConfig =
+            toml::from_str("type = \"command\"\ncommand = \"pg_dumpall --password=s3cret\"\n")
+                .unwrap();
+        assert_eq!(cfg.identity(), "command:pg_dumpall");
+    }
 }

@@ -153,6 +153,9 @@ fn vectors(dir: &Path, version: u8) -> String {
         ),
         format!("chunker-seed {:016x}", key.chunker_seed()),
     ];
+    if let salvor_engine::chunker::ChunkerSecret::Key(k) = key.chunker_secret(version) {
+        out.push(format!("chunker-key {}", hex::encode(k)));
+    }
     let config = b.read(FileType::Config, "config").unwrap();
     let plain = format::open(key, ObjectKind::Config, &config, &|| "config".into()).unwrap();
     out.push(format!("config {} {}", plain.len(), hash(&plain)));
@@ -257,7 +260,8 @@ fn checks_and_restores_byte_for_byte(version: u8) {
     let snaps: serde_json::Value =
         serde_json::from_slice(&run(&["--json", "snapshots"]).stdout).unwrap();
     let snaps = snaps.as_array().unwrap();
-    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    // v2 adds a command source's snapshot with its typed manifest.
+    assert_eq!(snaps.len(), if version == 1 { 3 } else { 4 }, "{snaps:?}");
     for (i, tree) in [(0, 1), (1, 2)] {
         let expected = w.path(&format!("expected-{tree}"));
         fixture_tree(&expected, tree);
@@ -269,7 +273,7 @@ fn checks_and_restores_byte_for_byte(version: u8) {
             &restored(&target, Path::new(&tree_path(version))),
         );
     }
-    let out = run(&["dump", "latest", "db.sql"]);
+    let out = run(&["dump", snaps[2]["id"].as_str().unwrap(), "db.sql"]);
     assert!(
         out.stdout == fixture_stream(version),
         "the v{version} stream differs"
@@ -285,6 +289,13 @@ fn checks_and_restores_byte_for_byte(version: u8) {
         diff.contains("added in v2.txt") && diff.contains("with space"),
         "{diff}"
     );
+    if version >= 2 {
+        let m = &snaps[3]["manifests"]["cmd"];
+        assert_eq!(m["type"], "command");
+        assert_eq!(m["identity"], "command:printf");
+        let out = run(&["dump", snaps[3]["id"].as_str().unwrap(), "cmd/stdout"]);
+        assert_eq!(out.stdout, b"a\nb\n");
+    }
 }
 
 #[test]
@@ -321,8 +332,8 @@ fn v2_fixture_stream_has_list_blobs() {
         &repo,
         std::sync::Arc::new(repo.load_index().unwrap()),
     );
-    let (_, snap) = repo.find_snapshot("latest").unwrap();
-    let root = reader.read_tree(&snap.tree).unwrap();
+    let snaps = repo.snapshots().unwrap();
+    let root = reader.read_tree(&snaps[2].1.tree).unwrap();
     let node = root.find(b"db.sql").unwrap();
     assert!(node.content_levels >= 1, "levels {}", node.content_levels);
 }
@@ -406,6 +417,30 @@ fn make_fixture() {
         ],
         Some(fixture_stream(version)),
     );
+    if version >= 2 {
+        // A source snapshot, so that a typed manifest (type, identity) has
+        // a vector too.
+        let config = dir.parent().unwrap().join("fixture-salvor.toml");
+        std::fs::write(
+            &config,
+            "[source.cmd]\ntype = \"command\"\ncommand = \"printf 'a\\\\nb\\\\n'\"\n",
+        )
+        .unwrap();
+        run(
+            &[
+                "backup",
+                "-q",
+                "--host",
+                "fixture",
+                "--config",
+                config.to_str().unwrap(),
+                "--source",
+                "cmd",
+            ],
+            None,
+        );
+        std::fs::remove_file(&config).unwrap();
+    }
     // A stale shared lock, so that the lock kind has a vector too.
     let lock = salvor_engine::format::lock::LockFile {
         exclusive: false,

@@ -13,6 +13,8 @@ pub struct FaultyBackend<B> {
     writes_left: AtomicI64,
     /// When non-zero, flip this bit index (mod length) in every pack read.
     flip_bit: AtomicU64,
+    /// Whole and ranged reads, by kind, for tests that count requests.
+    reads: std::sync::Mutex<std::collections::HashMap<FileType, u64>>,
 }
 
 impl<B: Backend> FaultyBackend<B> {
@@ -22,7 +24,15 @@ impl<B: Backend> FaultyBackend<B> {
             inner,
             writes_left: AtomicI64::new(-1),
             flip_bit: AtomicU64::new(0),
+            reads: Default::default(),
         }
+    }
+    /// How many reads of `kind` reached the wrapped backend.
+    pub fn reads(&self, kind: FileType) -> u64 {
+        self.reads.lock().unwrap().get(&kind).copied().unwrap_or(0)
+    }
+    fn count(&self, kind: FileType) {
+        *self.reads.lock().unwrap().entry(kind).or_default() += 1;
     }
     /// Lets `n` more writes succeed, then fails every write like a full disk.
     pub fn fail_writes_after(&self, n: i64) {
@@ -46,13 +56,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn location(&self) -> &str {
         self.inner.location()
     }
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
     fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
         self.inner.list(kind)
     }
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        self.count(kind);
         self.inner.read(kind, name).map(|d| self.corrupt(kind, d))
     }
     fn read_range(&self, kind: FileType, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.count(kind);
         self.inner
             .read_range(kind, name, offset, length)
             .map(|d| self.corrupt(kind, d))

@@ -342,6 +342,10 @@ impl OpendalBackend {
 }
 
 impl Backend for OpendalBackend {
+    fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     fn location(&self) -> &str {
         &self.location
     }

@@ -243,7 +243,7 @@ impl Walker<'_> {
     fn all_indexed(&self, p: &Node) -> bool {
         let index = &self.session.index;
         let indexed = |id: &crate::id::BlobId| {
-            if index.contains(id) {
+            if index.reusable(id) {
                 Ok(())
             } else {
                 Err(crate::Error::corrupt("not indexed"))

@@ -1,9 +1,17 @@
 //! `index/<id>`: which blobs live in which packs. Sealed postcard.
+//!
+//! v2 records can grow: each index file and each pack record ends with tagged
+//! [`Extension`]s, and a tag's lowest bit says whether a reader that does not
+//! know it may still deduplicate against the pack (even: yes, the field is
+//! informational; odd: no, the field changes what the pack means, as a
+//! prune's delete mark would). v1 files are read and written with the frozen
+//! [`v1`] encoding.
 
 use serde::{Deserialize, Serialize};
 
+use super::Extension;
 use super::pack::FrameEntry;
-use crate::id::PackId;
+use crate::id::{IndexId, PackId};
 
 /// One pack's entries, identical to its header.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -17,6 +25,38 @@ pub struct IndexPack {
     pub salt: [u8; crate::crypto::SALT_LEN],
     /// Its frames, in nonce order.
     pub frames: Vec<FrameEntry>,
+    /// v2: Unix seconds when the pack was written, or, for a pack indexed
+    /// after the fact (adopted, repaired), when it was indexed: never
+    /// earlier than the truth, so a prune's grace period stays safe. 0 when
+    /// unknown (v1 files).
+    pub written: i64,
+    /// v2: fields added later, by tag.
+    pub extensions: Vec<Extension>,
+}
+
+impl IndexPack {
+    /// A record of a pack written or indexed now.
+    pub fn new(
+        id: PackId,
+        size: u64,
+        salt: [u8; crate::crypto::SALT_LEN],
+        frames: Vec<FrameEntry>,
+    ) -> Self {
+        Self {
+            id,
+            size,
+            salt,
+            frames,
+            written: jiff::Timestamp::now().as_second(),
+            extensions: Vec::new(),
+        }
+    }
+
+    /// False when the record carries a field this build does not know
+    /// that forbids deduplicating against the pack (an odd tag).
+    pub fn reusable(&self) -> bool {
+        self.extensions.iter().all(|e| e.tag % 2 == 0)
+    }
 }
 
 /// An index file.
@@ -24,4 +64,152 @@ pub struct IndexPack {
 pub struct IndexFile {
     /// Packs described by this file.
     pub packs: Vec<IndexPack>,
+    /// v2: index files whose packs this one repeats (it was written by a
+    /// compaction); a reader that lists both ignores those.
+    pub supersedes: Vec<IndexId>,
+    /// v2: fields added later, by tag.
+    pub extensions: Vec<Extension>,
+}
+
+/// Encodes an index file for a repository of format `version`.
+pub fn encode(file: &IndexFile, version: u8) -> Vec<u8> {
+    if version == 1 {
+        super::to_bytes(&v1::IndexFileRef(file))
+    } else {
+        super::to_bytes(file)
+    }
+}
+
+/// Decodes an index file of a repository of format `version`.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] when it does not decode.
+pub fn decode(data: &[u8], version: u8, what: &dyn Fn() -> String) -> crate::Result<IndexFile> {
+    if version == 1 {
+        let f: v1::IndexFile = super::from_bytes(data, what)?;
+        Ok(IndexFile {
+            packs: f
+                .packs
+                .into_iter()
+                .map(|p| IndexPack {
+                    id: p.id,
+                    size: p.size,
+                    salt: p.salt,
+                    frames: p.frames,
+                    written: 0,
+                    extensions: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+    } else {
+        super::from_bytes(data, what)
+    }
+}
+
+/// The v1 encoding, frozen: v1 repositories are read and written with it.
+pub mod v1 {
+    use serde::ser::SerializeStruct;
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use crate::format::pack::FrameEntry;
+    use crate::id::PackId;
+
+    /// A v1 index file as decoded.
+    #[derive(Deserialize)]
+    pub struct IndexFile {
+        pub packs: Vec<IndexPack>,
+    }
+
+    /// A v1 pack record as decoded.
+    #[derive(Deserialize)]
+    pub struct IndexPack {
+        pub id: PackId,
+        pub size: u64,
+        pub salt: [u8; crate::crypto::SALT_LEN],
+        pub frames: Vec<FrameEntry>,
+    }
+
+    /// Encodes a current index file in v1, dropping what v1 cannot hold.
+    pub struct IndexFileRef<'a>(pub &'a super::IndexFile);
+
+    struct PacksRef<'a>(&'a [super::IndexPack]);
+
+    struct PackRef<'a>(&'a super::IndexPack);
+
+    impl Serialize for IndexFileRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("IndexFile", 1)?;
+            st.serialize_field("packs", &PacksRef(&self.0.packs))?;
+            st.end()
+        }
+    }
+
+    impl Serialize for PacksRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(PackRef))
+        }
+    }
+
+    impl Serialize for PackRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let p = self.0;
+            let mut st = s.serialize_struct("IndexPack", 4)?;
+            st.serialize_field("id", &p.id)?;
+            st.serialize_field("size", &p.size)?;
+            st.serialize_field("salt", &p.salt)?;
+            st.serialize_field("frames", &p.frames)?;
+            st.end()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> IndexFile {
+        IndexFile {
+            packs: vec![IndexPack {
+                written: 1_767_322_800,
+                extensions: vec![Extension {
+                    tag: 4,
+                    data: vec![9],
+                }],
+                ..IndexPack::new(PackId([7; 32]), 100, [3; 24], Vec::new())
+            }],
+            supersedes: vec![IndexId([1; 32])],
+            extensions: vec![Extension {
+                tag: 2,
+                data: vec![1, 2],
+            }],
+        }
+    }
+
+    #[test]
+    fn v2_round_trips_and_keeps_unknown_extensions() {
+        let f = file();
+        let b = encode(&f, 2);
+        assert_eq!(decode(&b, 2, &|| "i".into()).unwrap(), f);
+        assert!(f.packs[0].reusable());
+        let mut critical = f.packs[0].clone();
+        critical.extensions.push(Extension {
+            tag: 1,
+            data: Vec::new(),
+        });
+        assert!(!critical.reusable());
+    }
+
+    #[test]
+    fn v1_drops_the_v2_fields_and_reads_back_with_defaults() {
+        let f = file();
+        let b = encode(&f, 1);
+        let back = decode(&b, 1, &|| "i".into()).unwrap();
+        assert_eq!(back.packs[0].id, f.packs[0].id);
+        assert_eq!(back.packs[0].written, 0);
+        assert!(back.packs[0].extensions.is_empty() && back.supersedes.is_empty());
+        // The v1 bytes are exactly the v1 layout: no trailing fields.
+        assert_eq!(b.len(), 1 + 32 + 1 + 24 + 1);
+        assert!(decode(&b, 2, &|| "i".into()).is_err());
+    }
 }

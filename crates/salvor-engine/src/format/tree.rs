@@ -71,15 +71,7 @@ pub struct Node {
     pub extensions: Vec<Extension>,
 }
 
-/// A tagged field a later version added to a node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Extension {
-    /// What the field is; tags are assigned in docs/FORMAT.md.
-    pub tag: u32,
-    /// Its encoding, defined with the tag.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
-}
+pub use super::Extension;
 
 impl Node {
     /// A node with only name and kind set.

@@ -253,6 +253,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     let ctx = BackupContext {
         repo: &pending,
         name: "app_db",
+        identity: crate::source::SourceConfig::Sqlite(sqlite.clone()).identity(),
         tags: Vec::new(),
         host: None,
         progress: Arc::default(),

@@ -34,6 +34,7 @@ pub fn backup(
         let ctx = BackupContext {
             repo: &repo,
             name,
+            identity: cfg.identity(),
             tags: tags.to_vec(),
             host: host.cloned(),
             progress: Arc::default(),

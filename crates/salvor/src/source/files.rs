@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use salvor_engine::backup::{self, BackupOptions};
-use salvor_engine::format::snapshot::Snapshot;
+use salvor_engine::format::snapshot::{Manifest, Snapshot};
 use salvor_engine::id::SnapshotId;
 use salvor_engine::restore::{self, RestoreOptions};
 use salvor_engine::{Error, Result};
@@ -46,7 +46,14 @@ impl Source for &FilesConfig {
             host: ctx.host.clone(),
             manifest: Some((
                 ctx.name.to_string(),
-                json!({ "type": "files", "paths": self.paths }),
+                Manifest {
+                    source_type: "files".into(),
+                    identity: Some(ctx.identity.clone()),
+                    detail: json!({ "paths": self.paths })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                },
             )),
             ..Default::default()
         };

@@ -119,7 +119,7 @@ impl Source for &HttpConfig {
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
-        let all = recorded(ctx.manifest())?;
+        let all = recorded(&ctx.manifest())?;
         let chosen = select(&all, ctx.only)?;
         let specs: Vec<(RestoreSpec, String)> = chosen
             .iter()

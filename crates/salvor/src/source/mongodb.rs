@@ -237,7 +237,7 @@ impl Source for &MongodbConfig {
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
-        let items = restore_items(ctx.manifest(), ctx.only, ctx.rename)?;
+        let items = restore_items(&ctx.manifest(), ctx.only, ctx.rename)?;
         // The snapshot's format decides, not the target's configured method.
         if ctx.manifest()["method"] == "mongodump" {
             restore_mongodump(self, ctx, &items)

@@ -173,7 +173,7 @@ impl Source for &MysqlConfig {
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
-        let plans = plan(ctx.manifest(), ctx.only, ctx.rename)?;
+        let plans = plan(&ctx.manifest(), ctx.only, ctx.rename)?;
         let conn = Conn::new(self)?;
         let mut report = RestoreReport::default();
         for p in &plans {

@@ -264,7 +264,7 @@ impl Source for &PostgresConfig {
     }
 
     fn restore(&self, ctx: &RestoreContext) -> Result<RestoreReport> {
-        let plans = plan(ctx.manifest(), ctx.only, ctx.rename)?;
+        let plans = plan(&ctx.manifest(), ctx.only, ctx.rename)?;
         let conn = Conn::new(self)?;
         let mut report = RestoreReport::default();
         let has_globals = ctx.manifest()["globals"].is_string();

@@ -161,7 +161,8 @@ impl Work {
 
     /// Writes the snapshot's stream into the directory and returns its path.
     fn snapshot(&self, ctx: &RestoreContext) -> Result<PathBuf> {
-        let stream = ctx.manifest()["stream"].as_str().unwrap_or(STREAM);
+        let manifest = ctx.manifest();
+        let stream = manifest["stream"].as_str().unwrap_or(STREAM);
         let file = self.0.join("snapshot.db");
         let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
         let mut w = io::BufWriter::new(f);

@@ -1,0 +1,221 @@
+//! Loading the index files into one [`Index`], and compacting them.
+//!
+//! Every backup writes at least one small index file, so a repository that
+//! backs up hourly gains 8,760 of them a year, and every command reads them
+//! all (against S3, one request each). A backup therefore compacts them
+//! when they accumulate: it writes one file holding the packs of many small
+//! ones, naming them in its `supersedes` list, and only then deletes them.
+//! A crash in between leaves both, which readers resolve by ignoring the
+//! superseded files; a reader that listed a file a compaction has since
+//! deleted lists again and finds the file that replaced it.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use super::Repository;
+use crate::backend::FileType;
+use crate::error::{ErrorKind, Result};
+use crate::format::index::{IndexFile, IndexPack};
+use crate::id::IndexId;
+use crate::index::Index;
+
+/// Compaction starts when more than this many small index files exist.
+pub const COMPACT_AT: usize = 32;
+/// A sealed index file below this size is small (a few thousand blobs).
+pub const SMALL_INDEX: u64 = 512 * 1024;
+/// At most this many packs go into one compacted file (as `repair index`).
+const PACKS_PER_FILE: usize = 256;
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Index files read and removed.
+    pub files_removed: u64,
+    /// Index files written.
+    pub files_written: u64,
+}
+
+impl Repository {
+    /// Loads every index file (in parallel) into one in-memory index.
+    ///
+    /// A damaged index file does not stop a restore whose blobs other files
+    /// (or no file) name: it is skipped with a warning and recorded
+    /// ([`Index::damaged`]), and a blob it alone held is then reported
+    /// missing with `repair index` as the way out.
+    ///
+    /// # Errors
+    /// Backend failures other than a damaged index file.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        let mut loaded: HashSet<String> = HashSet::new();
+        let mut superseded: HashSet<IndexId> = HashSet::new();
+        let mut listed = Vec::new();
+        // A file listed but gone when read was compacted away meanwhile:
+        // the file that replaced it is found by listing again.
+        for _attempt in 0..5 {
+            listed = self.backend.list(FileType::Index)?;
+            let fresh: Vec<&String> = listed
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| !loaded.contains(*n))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            let vanished = self.load_files(&fresh, &mut index, &mut superseded, &mut loaded)?;
+            if !vanished {
+                break;
+            }
+        }
+        let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some(c) = &self.cache {
+            c.retain(FileType::Index, &names);
+        }
+        let stale = superseded
+            .iter()
+            .any(|id| names.contains(id.to_hex().as_str()));
+        if stale {
+            // A compaction was interrupted before it deleted what it
+            // merged: load again without the superseded files, so that the
+            // compacted records (which may carry newer fields) are the ones
+            // used. Rare, and read from the cache when there is one.
+            let keep: Vec<&String> = listed
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| IndexId::from_hex(n).map_or(true, |id| !superseded.contains(&id)))
+                .collect();
+            index = Index::default();
+            let mut again = HashSet::new();
+            self.load_files(&keep, &mut index, &mut HashSet::new(), &mut again)?;
+            index.set_superseded(
+                superseded
+                    .iter()
+                    .map(IndexId::to_hex)
+                    .filter(|n| names.contains(n.as_str()))
+                    .collect(),
+            );
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    /// Reads `names` into `index`, a few at a time, so that decoded files
+    /// (larger than their index entries) are not all in memory at once.
+    /// Returns whether some file had vanished since it was listed.
+    fn load_files(
+        &self,
+        names: &[&String],
+        index: &mut Index,
+        superseded: &mut HashSet<IndexId>,
+        loaded: &mut HashSet<String>,
+    ) -> Result<bool> {
+        let batch = 2 * rayon::current_num_threads().max(1);
+        let mut vanished = false;
+        for chunk in names.chunks(batch) {
+            let files: Vec<(&String, Result<IndexFile>)> = chunk
+                .par_iter()
+                .map(|n| (*n, self.read_index_file(n)))
+                .collect();
+            for (name, f) in files {
+                match f {
+                    Ok(f) => {
+                        f.packs.iter().for_each(|p| index.add_pack(p));
+                        superseded.extend(f.supersedes);
+                        loaded.insert(name.clone());
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        tracing::warn!(
+                            "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
+                            e.clone_message()
+                        );
+                        index.add_damaged(format!("index file {name}: {}", e.clone_message()));
+                        loaded.insert(name.clone());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(vanished)
+    }
+
+    /// Merges small index files when more than [`COMPACT_AT`] exist, and
+    /// removes the files an interrupted compaction left that `index`
+    /// found superseded. Needs a lock (shared
+    /// is enough: what it writes repeats records, and what it deletes is
+    /// repeated in a file already durable). `v1` repositories are compacted
+    /// too, without the `supersedes` list their format lacks.
+    ///
+    /// # Errors
+    /// Backend failures; nothing is deleted before its replacement is durable.
+    pub fn compact_index(&self, index: &Index) -> Result<CompactStats> {
+        let mut stats = CompactStats::default();
+        for name in index.superseded() {
+            match self.delete_doc(FileType::Index, name) {
+                Ok(()) => stats.files_removed += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let listed = self.backend.list(FileType::Index)?;
+        let small: Vec<&String> = listed
+            .iter()
+            .filter(|(_, size)| *size < SMALL_INDEX)
+            .map(|(n, _)| n)
+            .collect();
+        if small.len() <= COMPACT_AT {
+            return Ok(stats);
+        }
+        let mut group: Vec<IndexPack> = Vec::new();
+        let mut members: Vec<&String> = Vec::new();
+        for name in small {
+            let file = match self.read_index_file(name) {
+                Ok(f) => f,
+                // Gone (another compaction) or damaged (left for `check`
+                // and `repair index`): not merged, not deleted.
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => continue,
+                Err(e) => return Err(e),
+            };
+            if group.len() + file.packs.len() > PACKS_PER_FILE && !members.is_empty() {
+                self.write_compacted(&mut group, &mut members, &mut stats)?;
+            }
+            group.extend(file.packs);
+            members.push(name);
+        }
+        if members.len() > 1 {
+            self.write_compacted(&mut group, &mut members, &mut stats)?;
+        }
+        Ok(stats)
+    }
+
+    fn write_compacted(
+        &self,
+        group: &mut Vec<IndexPack>,
+        members: &mut Vec<&String>,
+        stats: &mut CompactStats,
+    ) -> Result<()> {
+        let mut seen = HashSet::new();
+        group.retain(|p| seen.insert(p.id));
+        let file = IndexFile {
+            packs: std::mem::take(group),
+            supersedes: members
+                .iter()
+                .filter_map(|n| IndexId::from_hex(n).ok())
+                .collect(),
+            extensions: Vec::new(),
+        };
+        let written = self.write_index(&file)?.to_hex();
+        stats.files_written += 1;
+        for name in members.drain(..) {
+            if *name != written {
+                match self.delete_doc(FileType::Index, name) {
+                    Ok(()) => stats.files_removed += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
