@@ -41,13 +41,57 @@ pub enum NonceDomain {
 }
 
 /// The repository master key.
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// After `salvor key rotate` it is a keyring: `encrypt` seals what is
+/// written from then on, and the encryption keys of earlier generations
+/// open what they sealed. An object's generation is in its salt: a
+/// rotated key has a random 8-byte id that starts the salt of every object
+/// it seals, and a salt that starts with no known id belongs to the first
+/// generation (whose salts are wholly random: a clash is a 2^-64 event per
+/// object). The blob-id key and the chunker secret never rotate, so that
+/// backups keep deduplicating against what is stored.
+#[derive(Clone)]
 pub struct MasterKey {
+    encrypt: [u8; 32],
+    /// Id of `encrypt`; all zero for the first generation.
+    key_id: [u8; KEY_ID_LEN],
+    /// Earlier generations, oldest first; the first has the zero id.
+    older: Vec<OlderKey>,
+    blob_id: [u8; 32],
+    chunker_seed: u64,
+}
+
+/// Length of a rotated key's id at the start of the salts it seals.
+pub const KEY_ID_LEN: usize = 8;
+
+/// An encryption key of an earlier generation.
+#[derive(Clone, Serialize, Deserialize)]
+struct OlderKey {
+    id: [u8; KEY_ID_LEN],
+    #[serde(with = "serde_bytes")]
+    encrypt: [u8; 32],
+}
+
+/// The wrapped plaintext of a key file of version 1: a key never rotated.
+#[derive(Serialize, Deserialize)]
+struct WrappedV1 {
     #[serde(with = "serde_bytes")]
     encrypt: [u8; 32],
     #[serde(with = "serde_bytes")]
     blob_id: [u8; 32],
     chunker_seed: u64,
+}
+
+/// The wrapped plaintext of a key file of version 2: a keyring.
+#[derive(Serialize, Deserialize)]
+struct WrappedV2 {
+    #[serde(with = "serde_bytes")]
+    encrypt: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    blob_id: [u8; 32],
+    chunker_seed: u64,
+    key_id: [u8; KEY_ID_LEN],
+    older: Vec<OlderKey>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -61,9 +105,75 @@ impl MasterKey {
     pub fn generate() -> Self {
         Self {
             encrypt: rand::random(),
+            key_id: [0; KEY_ID_LEN],
+            older: Vec::new(),
             blob_id: rand::random(),
             chunker_seed: rand::random(),
         }
+    }
+
+    /// The next generation: a new random encryption key (with a random
+    /// id) for everything sealed from now on, this one kept to open what it
+    /// sealed.
+    pub fn rotated(&self) -> Self {
+        let mut older = self.older.clone();
+        older.push(OlderKey {
+            id: self.key_id,
+            encrypt: self.encrypt,
+        });
+        let mut key_id: [u8; KEY_ID_LEN] = rand::random();
+        // The zero id means the first generation; a random one is never it.
+        key_id[0] |= 1;
+        Self {
+            encrypt: rand::random(),
+            key_id,
+            older,
+            ..self.clone()
+        }
+    }
+
+    /// How many times the key was rotated.
+    pub fn generation(&self) -> usize {
+        self.older.len()
+    }
+
+    /// This key without its earlier generations: what someone who held the
+    /// key before the rotation lacks is the reverse; this is for tests that
+    /// show a current key reads only what it sealed.
+    pub fn current_only(&self) -> Self {
+        Self {
+            older: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The key file version that holds this key: 1 unless rotated.
+    pub fn key_file_version(&self) -> u8 {
+        if self.older.is_empty() { 1 } else { 2 }
+    }
+
+    /// A random salt for a new object, starting with the key's id once it
+    /// was rotated.
+    pub fn new_salt(&self) -> [u8; SALT_LEN] {
+        let mut salt: [u8; SALT_LEN] = rand::random();
+        if self.key_id != [0; KEY_ID_LEN] {
+            salt[..KEY_ID_LEN].copy_from_slice(&self.key_id);
+        }
+        salt
+    }
+
+    /// The encryption key of the generation that sealed the object with
+    /// this salt.
+    fn encrypt_key_for(&self, salt: &[u8; SALT_LEN]) -> &[u8; 32] {
+        if self.older.is_empty() || salt[..KEY_ID_LEN] == self.key_id {
+            return &self.encrypt;
+        }
+        let first = &self.older[0];
+        self.older
+            .iter()
+            .skip(1)
+            .find(|k| salt[..KEY_ID_LEN] == k.id)
+            .map_or(&first.encrypt, |k| &k.encrypt)
     }
 
     /// The keyed BLAKE3 id of a blob's plaintext.
@@ -103,7 +213,7 @@ impl MasterKey {
     /// The cipher for the object whose salt is `salt`.
     pub fn object_cipher(&self, salt: &[u8; SALT_LEN]) -> ObjectCipher {
         let mut hasher = blake3::Hasher::new_derive_key("salvor v1 object subkey");
-        hasher.update(&self.encrypt);
+        hasher.update(self.encrypt_key_for(salt));
         hasher.update(salt);
         let subkey = hasher.finalize();
         ObjectCipher {
@@ -306,20 +416,67 @@ pub fn derive_kek(password: &[u8], salt: &[u8], params: KdfParams) -> Result<[u8
 /// Wraps the master key under a key-encryption key: `nonce(12) || AES-256-GCM(master)`.
 pub fn wrap_master(kek: &[u8; 32], master: &MasterKey) -> Vec<u8> {
     let n: [u8; 12] = rand::random();
-    let plain = postcard::to_allocvec(master).expect("master key serializes");
+    let m = master.clone();
+    let plain = if master.key_file_version() == 1 {
+        postcard::to_allocvec(&WrappedV1 {
+            encrypt: m.encrypt,
+            blob_id: m.blob_id,
+            chunker_seed: m.chunker_seed,
+        })
+    } else {
+        postcard::to_allocvec(&WrappedV2 {
+            encrypt: m.encrypt,
+            blob_id: m.blob_id,
+            chunker_seed: m.chunker_seed,
+            key_id: m.key_id,
+            older: m.older,
+        })
+    }
+    .expect("master key serializes");
     let mut out = n.to_vec();
     Gcm::new(kek).seal_append(n, &[], &plain, &mut out);
     out
 }
 
-/// Unwraps a master key; `None` when the passphrase (and so the KEK) is wrong.
-pub fn unwrap_master(kek: &[u8; 32], wrapped: &[u8]) -> Option<MasterKey> {
+/// Unwraps the master key of a key file of `version` (1 or 2); `None` when
+/// the passphrase (and so the KEK) is wrong.
+pub fn unwrap_master(kek: &[u8; 32], wrapped: &[u8], version: u8) -> Option<MasterKey> {
     if wrapped.len() < 12 + TAG_LEN {
         return None;
     }
     let nonce = wrapped[..12].try_into().expect("12 bytes");
     let plain = Gcm::new(kek).open(nonce, &[], &wrapped[12..])?;
-    postcard::from_bytes(&plain).ok()
+    if version == 1 {
+        let k: WrappedV1 = whole(&plain)?;
+        return Some(MasterKey {
+            encrypt: k.encrypt,
+            key_id: [0; KEY_ID_LEN],
+            older: Vec::new(),
+            blob_id: k.blob_id,
+            chunker_seed: k.chunker_seed,
+        });
+    }
+    let k: WrappedV2 = whole(&plain)?;
+    // A keyring's first generation has the zero id, and only it.
+    let ids_ok = k.older.first().is_some_and(|o| o.id == [0; KEY_ID_LEN])
+        && k.older.iter().skip(1).all(|o| o.id != [0; KEY_ID_LEN])
+        && k.key_id != [0; KEY_ID_LEN];
+    ids_ok.then_some(MasterKey {
+        encrypt: k.encrypt,
+        key_id: k.key_id,
+        older: k.older,
+        blob_id: k.blob_id,
+        chunker_seed: k.chunker_seed,
+    })
+}
+
+/// postcard decoding that rejects trailing bytes, so a keyring cannot be
+/// read as a plain key.
+fn whole<'a, T: Deserialize<'a>>(plain: &'a [u8]) -> Option<T> {
+    match postcard::take_from_bytes(plain) {
+        Ok((v, [])) => Some(v),
+        _ => None,
+    }
 }
 
 /// Error for a passphrase that opens no key.
@@ -394,10 +551,10 @@ mod tests {
         };
         let kek = derive_kek(b"pw", b"saltsaltsaltsalt", params).unwrap();
         let w = wrap_master(&kek, &m);
-        let back = unwrap_master(&kek, &w).unwrap();
+        let back = unwrap_master(&kek, &w, 1).unwrap();
         assert_eq!(back.blob_id(b"q"), m.blob_id(b"q"));
         let bad = derive_kek(b"pw2", b"saltsaltsaltsalt", params).unwrap();
-        assert!(unwrap_master(&bad, &w).is_none());
+        assert!(unwrap_master(&bad, &w, 1).is_none());
     }
 
     /// Ciphertexts made before the switch from RustCrypto's `aes-gcm` to
@@ -406,6 +563,8 @@ mod tests {
     fn ciphertexts_match_the_format() {
         let k = MasterKey {
             encrypt: [1u8; 32],
+            key_id: [0; KEY_ID_LEN],
+            older: Vec::new(),
             blob_id: [2u8; 32],
             chunker_seed: 3,
         };
@@ -434,5 +593,52 @@ mod tests {
                 .unwrap(),
             b"wrapped"
         );
+    }
+
+    #[test]
+    fn a_rotated_key_seals_under_a_new_key_and_opens_every_generation() {
+        let g0 = MasterKey::generate();
+        let g1 = g0.rotated();
+        let g2 = g1.rotated();
+        assert_eq!((g2.generation(), g2.key_file_version()), (2, 2));
+        let seal = |k: &MasterKey| {
+            let salt = k.new_salt();
+            (
+                salt,
+                k.object_cipher(&salt)
+                    .seal(0, NonceDomain::Document, b"x", b""),
+            )
+        };
+        let objects = [seal(&g0), seal(&g1), seal(&g2)];
+        for (salt, ct) in &objects {
+            let open = |k: &MasterKey| {
+                k.object_cipher(salt)
+                    .open(0, NonceDomain::Document, ct, b"", &|| "o".into())
+                    .is_ok()
+            };
+            assert!(open(&g2), "the newest ring opens every generation");
+        }
+        // What g2 seals, an earlier key cannot open; ids and dedup keys stay.
+        let (salt, ct) = &objects[2];
+        for old in [&g0, &g1] {
+            assert!(
+                old.object_cipher(salt)
+                    .open(0, NonceDomain::Document, ct, b"", &|| "o".into())
+                    .is_err()
+            );
+        }
+        assert_eq!(g2.blob_id(b"q"), g0.blob_id(b"q"));
+        assert_eq!(g2.chunker_seed(), g0.chunker_seed());
+        // The ring survives a key file.
+        let params = KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let kek = derive_kek(b"pw", b"saltsaltsaltsalt", params).unwrap();
+        let back = unwrap_master(&kek, &wrap_master(&kek, &g2), 2).unwrap();
+        assert_eq!(back.generation(), 2);
+        assert_eq!(back.new_salt()[..KEY_ID_LEN], g2.new_salt()[..KEY_ID_LEN]);
+        assert!(unwrap_master(&kek, &wrap_master(&kek, &g2), 1).is_none());
     }
 }

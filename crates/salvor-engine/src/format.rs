@@ -61,9 +61,12 @@ pub enum ObjectKind {
 }
 
 /// Builds the clear prefix for a new object of a repository of format
-/// `version`, with a random salt.
-pub fn new_prefix(version: u8, kind: ObjectKind) -> ([u8; PREFIX_LEN], [u8; SALT_LEN]) {
-    let salt: [u8; SALT_LEN] = rand::random();
+/// `version`, with `salt` (from [`MasterKey::new_salt`]).
+pub fn new_prefix(
+    version: u8,
+    kind: ObjectKind,
+    salt: [u8; SALT_LEN],
+) -> ([u8; PREFIX_LEN], [u8; SALT_LEN]) {
     let mut p = [0u8; PREFIX_LEN];
     p[..4].copy_from_slice(MAGIC);
     p[4] = version;
@@ -111,7 +114,7 @@ pub fn parse_prefix(
 /// Compresses and encrypts a document body into a sealed object of a
 /// repository of format `version`.
 pub fn seal(key: &MasterKey, version: u8, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
-    let (prefix, salt) = new_prefix(version, kind);
+    let (prefix, salt) = new_prefix(version, kind, key.new_salt());
     // Level 1: the large documents (index files) are mostly random ids, which
     // no level compresses; higher levels only cost time at every commit.
     let compressed = zstd::bulk::compress(body, 1).expect("zstd compress in memory");

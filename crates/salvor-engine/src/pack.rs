@@ -434,7 +434,8 @@ impl Packer {
         let finished = {
             let mut st = self.state.lock().unwrap();
             if st.pack.is_none() {
-                let (prefix, salt) = format::new_prefix(self.version, ObjectKind::Pack);
+                let (prefix, salt) =
+                    format::new_prefix(self.version, ObjectKind::Pack, self.key.new_salt());
                 let mut pack = OpenPack {
                     prefix,
                     salt,

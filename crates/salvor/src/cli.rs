@@ -286,8 +286,12 @@ impl GlobalOptions {
 
     /// Opens the repository named by the options.
     fn open(&self) -> salvor_engine::Result<Repository> {
+        self.open_with(&password::get(self, false)?)
+    }
+
+    /// [`GlobalOptions::open`] with a password already read.
+    fn open_with(&self, pw: &str) -> salvor_engine::Result<Repository> {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
-        let pw = password::get(self, false)?;
         let cache = self.cache_base(backend.as_ref())?;
         with_cache(Repository::open(backend, pw.as_bytes())?, cache)
     }

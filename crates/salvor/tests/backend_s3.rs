@@ -66,4 +66,41 @@ fn s3_repository_init_backup_check_restore() {
         Some(true),
         "{v}"
     );
+
+    // A remote repository gets a local cache of its index files and
+    // snapshots by default (in the test's XDG_CACHE_HOME), every copy named
+    // by the hash of its bytes.
+    let cache = w.path("cache/salvor");
+    let repo_cache: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir() && e.file_name() != "key-hints")
+        .collect();
+    assert_eq!(repo_cache.len(), 1, "one repository cached");
+    assert!(cache.join("CACHEDIR.TAG").exists());
+    let index_dir = repo_cache[0].path().join("index");
+    let cached = walk_files(&index_dir);
+    assert!(!cached.is_empty(), "no index file cached");
+    for f in &cached {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert_eq!(blake3::hash(&std::fs::read(f).unwrap()).to_hex().as_str(), name);
+    }
+    assert_eq!(walk_files(&repo_cache[0].path().join("snapshots")).len(), 3);
+    // A damaged copy is read again from the bucket; --no-cache reads only
+    // the bucket; both at once is a contradiction.
+    let stream = snaps[1]["id"].as_str().unwrap();
+    std::fs::write(&cached[0], b"damaged").unwrap();
+    let out = run(&["dump", stream, "db.sql"], None);
+    assert!(out.stdout == dump);
+    assert_ne!(std::fs::read(&cached[0]).unwrap(), b"damaged");
+    let out = run(&["--no-cache", "dump", stream, "db.sql"], None);
+    assert!(out.stdout == dump);
+    let mut c = w.cmd();
+    env(&mut c);
+    let out = c
+        .args(["--no-cache", "--cache-dir", "x", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("contradict"), "{}", show(&out));
 }

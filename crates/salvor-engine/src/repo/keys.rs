@@ -54,7 +54,7 @@ pub fn make_key_file(
     let salt: [u8; 16] = rand::random();
     let kek = crypto::derive_kek(password, &salt, kdf)?;
     let file = KeyFile {
-        version: 1,
+        version: master.key_file_version(),
         created: jiff::Timestamp::now().to_string(),
         hostname: hostname(),
         username: username(),
@@ -89,7 +89,7 @@ pub fn parse_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
     }
     let file: KeyFile =
         serde_json::from_slice(bytes).map_err(|e| damaged(format!("it does not decode: {e}")))?;
-    if file.version != 1 || file.kdf != "argon2id" {
+    if !(1..=2).contains(&file.version) || file.kdf != "argon2id" {
         return Err(damaged(format!(
             "unsupported version {} or kdf {:?}",
             file.version, file.kdf
@@ -111,7 +111,7 @@ fn try_key(name: &str, file: &KeyFile, password: &[u8]) -> Result<Option<MasterK
         .map_err(|_| damaged("its wrapped key is not base64"))?;
     let kek = crypto::derive_kek(password, &salt, file.kdf_params)
         .map_err(|e| damaged(&e.to_string()))?;
-    Ok(crypto::unwrap_master(&kek, &wrapped))
+    Ok(crypto::unwrap_master(&kek, &wrapped, file.version))
 }
 
 /// Where the name of the key that opened a repository last is kept, so the
@@ -268,6 +268,41 @@ impl Repository {
         }
         self.backend().delete(FileType::Key, &k.id)?;
         Ok(k.id.clone())
+    }
+
+    /// Rotates the master key (see [`MasterKey::rotated`]): writes a key
+    /// file for `password` holding the new keyring, then removes every
+    /// other key file, since each holds only the old key and would let its
+    /// holder keep sealing with it. Other passwords are added again with
+    /// [`Repository::add_key`] once the rotation is done. Backups already
+    /// running finish with the key they opened with; what they write stays
+    /// readable. Returns the new key file's name and the removed ones.
+    ///
+    /// # Errors
+    /// A v1 repository (salvor 0.1 must keep reading it); backend failures,
+    /// after which the old key files that remain still open the repository.
+    pub fn rotate_key(&self, password: &[u8], kdf: KdfParams) -> Result<(String, Vec<String>)> {
+        if self.config().version < 2 {
+            return Err(Error::invalid(
+                "key rotation needs a format v2 repository; this one is v1",
+            )
+            .hint("copy the snapshots into a new repository made by `salvor init` instead"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("empty password").hint("choose a non-empty password"));
+        }
+        let _lock = self.lock(false, "key rotate")?;
+        let rotated = self.key().rotated();
+        let (name, bytes) = make_key_file(&rotated, password, kdf)?;
+        self.backend().write(FileType::Key, &name, &bytes)?;
+        let mut removed = Vec::new();
+        for (other, _) in self.backend().list(FileType::Key)? {
+            if other != name {
+                self.backend().delete(FileType::Key, &other)?;
+                removed.push(other);
+            }
+        }
+        Ok((name, removed))
     }
 
     /// Replaces the current key by one for `new_password`; returns the new name.

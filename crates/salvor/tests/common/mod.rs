@@ -64,7 +64,8 @@ impl Workspace {
             .env("SALVOR_PASSWORD", "test-password")
             .env("SALVOR_CONFIG", self.config())
             .env_remove("SALVOR_PASSWORD_FILE")
-            .env_remove("SALVOR_PASSWORD_COMMAND");
+            .env_remove("SALVOR_PASSWORD_COMMAND")
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"));
         c
     }
 

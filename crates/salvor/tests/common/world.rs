@@ -84,6 +84,10 @@ impl World {
             .env_remove("SALVOR_PASSWORD_COMMAND")
             .env_remove("SALVOR_NEW_PASSWORD")
             .env_remove("SALVOR_LOG")
+            .env_remove("SALVOR_CACHE_DIR")
+            .env_remove("SALVOR_NO_CACHE")
+            // Caches and key hints stay in the test's directory.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .current_dir(self.dir.path());
     }
 
