@@ -30,9 +30,10 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::{BackupSummary, Manifest, Snapshot};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
-use crate::index::{IdSet, Index};
+use crate::index::Index;
 use crate::pack::{Packer, Uploader};
 use crate::repo::{BlobReader, Repository};
+use crate::spill::SpillSet;
 
 pub use exclude::ExcludeSet;
 
@@ -88,7 +89,9 @@ pub struct StreamOptions {
 pub(crate) struct Session {
     pub repo: Repository,
     pub index: Arc<Index>,
-    pub in_flight: Mutex<IdSet<BlobId>>,
+    /// Blobs this run queued for storage (in memory up to a batch, then
+    /// spilled: [`crate::spill`]).
+    pub in_flight: Mutex<SpillSet>,
     pub data: Arc<Packer>,
     pub trees: Arc<Packer>,
     pub progress: Arc<BackupProgress>,
@@ -203,7 +206,7 @@ impl Run {
         let session = Arc::new(Session {
             repo: repo.clone(),
             index,
-            in_flight: Mutex::new(IdSet::default()),
+            in_flight: Mutex::new(SpillSet::new(Some(repo.spill_dir()))),
             data: Packer::new(repo, &uploader, level),
             // A stream's tree is mostly its list of chunk ids (incompressible):
             // it gets the stream's faster level, file trees the file level.

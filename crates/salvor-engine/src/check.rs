@@ -125,7 +125,7 @@ pub fn check(
     for e in crate::repo::keys::verify_key_files(repo.backend())? {
         r.errors.push(e.clone_message());
     }
-    let mut index = Index::default();
+    let mut index = Index::spilling(repo.spill_dir());
     for (name, _) in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {
             Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),

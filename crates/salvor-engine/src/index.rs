@@ -7,9 +7,14 @@
 //! searched by binary search: a hash map of the same entries holds 75 bytes
 //! each at its usual load, and 150 or more while it doubles. The array is
 //! built by [`Index::add_pack`] and sorted once by [`Index::finish`]; looking
-//! a blob up before that is a bug and panics. Ids are uniformly random
+//! a blob up before that is a bug and panics. An index made by
+//! [`Index::spilling`] keeps at most [`crate::spill::SPILL_AT`] entries in
+//! memory and the rest in mapped sorted runs ([`table`]), so what it holds
+//! resident is about 1.25 bytes per blob (the runs' Bloom filters). Ids are uniformly random
 //! (keyed BLAKE3), so the id maps for packs use the first eight bytes of an
 //! id as its hash instead of running SipHash over 32 bytes.
+
+mod table;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -94,9 +99,7 @@ pub struct Index {
     pack_numbers: IdMap<PackId, u32>,
     frames: Vec<FrameLocation>,
     /// Sorted by id once [`Index::finish`] ran; one entry per id.
-    blobs: Vec<(BlobId, BlobLocation)>,
-    /// Entries were added since the last sort.
-    unsorted: bool,
+    blobs: table::BlobTable,
     /// Index files that could not be read, with why: their blobs are
     /// missing here, and `repair index` rebuilds them from the packs.
     damaged: Vec<String>,
@@ -106,6 +109,15 @@ pub struct Index {
 }
 
 impl Index {
+    /// An empty index whose blob table spills into mapped files under
+    /// `dir` beyond [`crate::spill::SPILL_AT`] blobs.
+    pub fn spilling(dir: std::path::PathBuf) -> Self {
+        Self {
+            blobs: table::BlobTable::spilling(dir),
+            ..Self::default()
+        }
+    }
+
     /// Records an index file that could not be read.
     pub fn add_damaged(&mut self, what: String) {
         self.damaged.push(what);
@@ -171,7 +183,7 @@ impl Index {
                 compression: f.compression,
             });
             for b in &f.blobs {
-                self.blobs.push((
+                self.blobs.push(
                     b.id,
                     BlobLocation {
                         frame: fn_,
@@ -180,8 +192,7 @@ impl Index {
                         kind: b.kind,
                         reusable,
                     },
-                ));
-                self.unsorted = true;
+                );
             }
         }
     }
@@ -189,29 +200,16 @@ impl Index {
     /// Sorts the entries added since the last call, keeping each blob's
     /// first location (frame numbers grow in the order packs were added).
     pub fn finish(&mut self) {
-        if !self.unsorted {
-            return;
-        }
-        self.blobs
-            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.frame.cmp(&b.1.frame)));
-        self.blobs.dedup_by(|later, first| later.0 == first.0);
-        self.unsorted = false;
+        self.blobs.finish();
     }
 
-    fn search(&self, id: &BlobId) -> Option<&BlobLocation> {
-        assert!(
-            !self.unsorted,
-            "the index was searched before Index::finish"
-        );
-        self.blobs
-            .binary_search_by(|(k, _)| k.cmp(id))
-            .ok()
-            .map(|i| &self.blobs[i].1)
+    fn search(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.blobs.get(id)
     }
 
     /// Location of a blob.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        self.search(id).copied()
+        self.search(id)
     }
 
     /// Whether a blob is present.
@@ -250,10 +248,9 @@ impl Index {
         self.blobs.len()
     }
 
-    /// Every blob and its location, by id.
-    pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
-        assert!(!self.unsorted, "the index was read before Index::finish");
-        self.blobs.iter().map(|(k, v)| (k, v))
+    /// Every blob once, with its location.
+    pub fn blobs(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
+        self.blobs.iter()
     }
 }
 
@@ -326,5 +323,67 @@ mod tests {
     #[test]
     fn an_entry_is_48_bytes() {
         assert_eq!(std::mem::size_of::<(BlobId, BlobLocation)>(), 48);
+    }
+
+    /// A pack numbered `first` holding the blobs of `ids`.
+    fn wide_pack(first: u32, ids: impl Iterator<Item = u64>) -> IndexPack {
+        let id = |n: u64| BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes());
+        let mut p = pack(0, &[]);
+        p.id = PackId(*blake3::hash(&first.to_le_bytes()).as_bytes());
+        p.frames[0].blobs = ids
+            .map(|n| BlobEntry {
+                kind: BlobKind::Data,
+                id: id(n),
+                offset: first,
+                length: u32::try_from(n % 1000).unwrap(),
+            })
+            .collect();
+        p
+    }
+
+    #[test]
+    fn a_spilling_index_answers_like_one_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = crate::spill::SPILL_AT as u64;
+        let mut spilled = Index::spilling(dir.path().into());
+        let mut plain = Index::default();
+        // Three packs overlapping by a third: the first location must win
+        // across runs as it does in memory.
+        let packs = [
+            wide_pack(1, 0..n),
+            wide_pack(2, n * 2 / 3..n * 5 / 3),
+            wide_pack(3, n * 4 / 3..n * 2 + 10),
+        ];
+        for p in &packs {
+            spilled.add_pack(p);
+            plain.add_pack(p);
+        }
+        spilled.finish();
+        plain.finish();
+        assert_eq!(spilled.blob_count(), plain.blob_count());
+        assert_eq!(spilled.blob_count(), usize::try_from(n * 2 + 10).unwrap());
+        let id = |n: u64| BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes());
+        for k in (0..n * 2 + 10)
+            .step_by(97)
+            .chain([n * 2 / 3, n * 4 / 3, n * 2 + 9])
+        {
+            assert_eq!(spilled.get(&id(k)), plain.get(&id(k)), "blob {k}");
+        }
+        assert!(spilled.get(&id(n * 3)).is_none());
+        let mut a: Vec<_> = spilled.blobs().collect();
+        let mut b: Vec<_> = plain.blobs().collect();
+        a.sort_by_key(|(k, _)| *k);
+        b.sort_by_key(|(k, _)| *k);
+        assert!(a == b, "the same entries");
+        // Adopted later: a small addition after the runs were merged.
+        spilled.add_pack(&wide_pack(4, [5, n * 3].into_iter()));
+        spilled.finish();
+        assert_eq!(spilled.blob_count(), plain.blob_count() + 1);
+        assert_eq!(
+            spilled.get(&id(5)).unwrap().offset,
+            1,
+            "the first location stays"
+        );
+        assert_eq!(spilled.get(&id(n * 3)).unwrap().offset, 4);
     }
 }

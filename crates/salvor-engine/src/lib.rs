@@ -32,6 +32,7 @@ pub mod priority;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod spill;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

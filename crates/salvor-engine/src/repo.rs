@@ -187,6 +187,17 @@ impl Repository {
         }
     }
 
+    /// Where the index and a backup's set of queued blobs spill beyond what
+    /// they keep in memory: the cache directory (on disk, by the XDG
+    /// conventions) when there is one, else the system's temporary directory.
+    /// Spill files are unlinked as they are made, so nothing outlives the
+    /// process. A `/tmp` on tmpfs is memory: give such hosts a cache.
+    pub fn spill_dir(&self) -> std::path::PathBuf {
+        self.cache
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |c| c.dir().to_path_buf())
+    }
+
     /// The local cache, if one is used.
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_deref()

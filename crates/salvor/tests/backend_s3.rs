@@ -83,7 +83,10 @@ fn s3_repository_init_backup_check_restore() {
     assert!(!cached.is_empty(), "no index file cached");
     for f in &cached {
         let name = f.file_name().unwrap().to_str().unwrap();
-        assert_eq!(blake3::hash(&std::fs::read(f).unwrap()).to_hex().as_str(), name);
+        assert_eq!(
+            blake3::hash(&std::fs::read(f).unwrap()).to_hex().as_str(),
+            name
+        );
     }
     assert_eq!(walk_files(&repo_cache[0].path().join("snapshots")).len(), 3);
     // A damaged copy is read again from the bucket; --no-cache reads only

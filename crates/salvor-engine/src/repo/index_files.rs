@@ -47,7 +47,7 @@ impl Repository {
     /// # Errors
     /// Backend failures other than a damaged index file.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
+        let mut index = Index::spilling(self.spill_dir());
         let mut loaded: HashSet<String> = HashSet::new();
         let mut superseded: HashSet<IndexId> = HashSet::new();
         let mut listed = Vec::new();
@@ -85,7 +85,7 @@ impl Repository {
                 .map(|(n, _)| n)
                 .filter(|n| IndexId::from_hex(n).map_or(true, |id| !superseded.contains(&id)))
                 .collect();
-            index = Index::default();
+            index = Index::spilling(self.spill_dir());
             let mut again = HashSet::new();
             self.load_files(&keep, &mut index, &mut HashSet::new(), &mut again)?;
             index.set_superseded(
