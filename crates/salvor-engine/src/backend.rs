@@ -113,26 +113,25 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Backend failures (full disk, permissions, network).
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()>;
-    /// Like [`Backend::write`], taking ownership so providers can avoid a
-    /// copy. Returns the buffer for reuse (empty if the provider kept it):
-    /// a fresh pack-sized buffer costs a page fault per 4 KiB written.
+    /// Like [`Backend::write`], from a shared buffer, which may own a
+    /// mapped file: a provider that can send it without copying keeps a
+    /// pack being uploaded out of anonymous memory.
     ///
     /// # Errors
     /// As [`Backend::write`].
-    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        self.write(kind, name, &data)?;
-        Ok(data)
+    fn write_bytes(&self, kind: FileType, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.write(kind, name, &data)
     }
     /// Starts an object that is written in pieces and named at the end (a
-    /// pack is named by the hash of its bytes). The default collects it in
-    /// memory and writes it whole on commit; local storage streams it to a
-    /// temporary file, so that a pack being written is not held in memory.
+    /// pack is named by the hash of its bytes). The default spools it into
+    /// an unlinked file in `spool_dir` and writes it, mapped, on commit;
+    /// local storage streams it to a temporary file in the repository
+    /// instead. Either way a pack being written is not held in memory.
     ///
     /// # Errors
-    /// Backend failures.
-    /// `size` is the expected size, so a buffer is allocated once.
-    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
-        Ok(Box::new(MemorySink(Vec::with_capacity(size))))
+    /// Backend failures; a spool file that cannot be made.
+    fn sink(&self, spool_dir: &std::path::Path) -> Result<Box<dyn ObjectSink>> {
+        SpoolSink::new(spool_dir).map(|s| Box::new(s) as Box<dyn ObjectSink>)
     }
     /// Parallel writes worth running (local disks gain nothing from more than one).
     fn connections(&self) -> usize {
@@ -188,17 +187,62 @@ pub trait ObjectSink: Send {
     fn commit(self: Box<Self>, backend: &dyn Backend, kind: FileType, name: &str) -> Result<()>;
 }
 
-/// The default sink: the whole object in memory, written on commit.
-struct MemorySink(Vec<u8>);
+/// The default sink. The name of an object written in pieces is known
+/// only at the end (a pack's is its hash) and object stores take the name
+/// first, so the bytes wait in a file, not in memory, as restic's packer
+/// does. Streaming to a temporary object and copying it under its name
+/// would cost two more requests per pack (a copy and a delete) on stores
+/// that bill per request, and leave orphans a crash cannot clean up
+/// without a listing. The file is unlinked from the start, so a killed
+/// process leaves nothing behind, and mapped on commit: its pages are
+/// page cache the kernel can reclaim, not anonymous memory.
+struct SpoolSink {
+    file: std::io::BufWriter<std::fs::File>,
+    dir: std::path::PathBuf,
+}
 
-impl ObjectSink for MemorySink {
+impl SpoolSink {
+    fn new(dir: &std::path::Path) -> Result<Self> {
+        let file = tempfile::tempfile_in(dir).map_err(|e| {
+            Error::io("cannot create a spool file in", dir, e).hint(
+                "packs wait there until uploaded: give salvor a writable cache directory (--cache-dir)",
+            )
+        })?;
+        Ok(Self {
+            // Coalesces the small writes (prefix, header); frames bypass it.
+            file: std::io::BufWriter::with_capacity(64 << 10, file),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl ObjectSink for SpoolSink {
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
+        use std::io::Write;
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io("cannot write a spool file in", &self.dir, e))
     }
 
     fn commit(self: Box<Self>, backend: &dyn Backend, kind: FileType, name: &str) -> Result<()> {
-        backend.write_owned(kind, name, self.0).map(drop)
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io("cannot write a spool file in", &self.dir, e.into_error()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("cannot read a spool file in", &self.dir, e))?
+            .len();
+        if len == 0 {
+            // Mapping an empty file fails; there is nothing to map.
+            return backend.write(kind, name, &[]);
+        }
+        // SAFETY: the file is unlinked and private to this sink, so nothing
+        // else can change it while it is mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::io("cannot map a spool file in", &self.dir, e))?;
+        backend.write_bytes(kind, name, bytes::Bytes::from_owner(map))
     }
 }
 
@@ -226,11 +270,11 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
         (**self).write(kind, name, data)
     }
-    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        (**self).write_owned(kind, name, data)
+    fn write_bytes(&self, kind: FileType, name: &str, data: bytes::Bytes) -> Result<()> {
+        (**self).write_bytes(kind, name, data)
     }
-    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
-        (**self).sink(size)
+    fn sink(&self, spool_dir: &std::path::Path) -> Result<Box<dyn ObjectSink>> {
+        (**self).sink(spool_dir)
     }
     fn connections(&self) -> usize {
         (**self).connections()

@@ -440,10 +440,7 @@ impl Packer {
                     prefix,
                     salt,
                     cipher: self.key.object_cipher(&salt),
-                    sink: self
-                        .repo
-                        .backend()
-                        .sink(self.pack_target + self.frame_target)?,
+                    sink: self.repo.backend().sink(&self.repo.spill_dir())?,
                     hasher: blake3::Hasher::new(),
                     len: 0,
                     frames: Vec::new(),

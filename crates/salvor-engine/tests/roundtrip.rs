@@ -602,27 +602,34 @@ fn a_storage_failure_stops_the_backup_early() {
 }
 
 #[test]
-fn local_writes_hand_the_pack_buffer_back_for_reuse() {
-    use salvor_engine::backend::{Backend, FileType};
+fn remote_style_sinks_spool_to_an_unlinked_file_and_write_it_on_commit() {
+    use salvor_engine::backend::{Backend, FileType, fault::FaultyBackend};
     let dir = tempfile::tempdir().unwrap();
-    let backend = local(&dir.path().join("repo"));
+    // A decorator does not override `sink`: it gets the default spool sink,
+    // as S3 and SFTP do.
+    let backend = FaultyBackend::new(local(&dir.path().join("repo")));
     backend.create().unwrap();
-    let mut data = Vec::with_capacity(1 << 20);
-    data.extend_from_slice(&content(3, 300_000, false));
-    let (ptr, capacity) = (data.as_ptr(), data.capacity());
-    let back = backend
-        .write_owned(FileType::Pack, &"ab".repeat(32), data.clone())
-        .unwrap();
-    assert!(back.capacity() > 0, "the buffer was not handed back");
-    let again = backend
-        .write_owned(FileType::Pack, &"cd".repeat(32), data)
-        .unwrap();
-    // The same allocation, not a copy: a copy would fault in fresh pages.
-    assert_eq!((again.as_ptr(), again.capacity()), (ptr, capacity));
-    assert_eq!(again.len(), 300_000);
-    assert_eq!(back.len(), 300_000);
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let data = content(3, 300_000, false);
+    let mut sink = backend.sink(&spool).unwrap();
+    sink.write(&data[..1000]).unwrap();
+    sink.write(&data[1000..]).unwrap();
     assert_eq!(
-        backend.read(FileType::Pack, &"cd".repeat(32)).unwrap(),
-        again
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "the spool file is unlinked, so a killed process leaves nothing"
     );
+    let name = "ab".repeat(32);
+    assert!(!backend.exists(FileType::Pack, &name).unwrap());
+    sink.commit(&backend, FileType::Pack, &name).unwrap();
+    assert_eq!(backend.read(FileType::Pack, &name).unwrap(), data);
+    // Abandoned: nothing under any name.
+    let mut sink = backend.sink(&spool).unwrap();
+    sink.write(&data).unwrap();
+    drop(sink);
+    assert_eq!(backend.list(FileType::Pack).unwrap().len(), 1);
+    // An unusable spool directory is a clear error, not a panic.
+    let err = backend.sink(&dir.path().join("missing")).err().unwrap();
+    assert!(err.to_string().contains("spool"), "{err}");
 }

@@ -435,22 +435,16 @@ impl Backend for OpendalBackend {
     }
 
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
-        self.write_owned(kind, name, data.to_vec()).map(drop)
+        self.write_bytes(kind, name, bytes::Bytes::copy_from_slice(data))
     }
 
-    fn write_owned(&self, kind: FileType, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
+    fn write_bytes(&self, kind: FileType, name: &str, data: bytes::Bytes) -> Result<()> {
         let path = kind.path(name);
-        // OpenDAL takes a shared handle and drops it once written; the buffer
-        // comes back without a copy when no other handle is left.
-        let data = bytes::Bytes::from(data);
+        // OpenDAL sends the shared buffer as it is: a mapped spool file
+        // goes out without being copied into memory.
         self.op()?
-            .write(&path, data.clone())
+            .write(&path, data)
             .map_err(|e| od_err(format!("cannot write {path}"), e))?;
-        let data = if data.is_unique() {
-            Vec::from(data)
-        } else {
-            Vec::new()
-        };
         if let Some(root) = &self.local_root {
             let full = root.join(&path);
             set_mode(&full, self.modes(root).file)?;
@@ -458,7 +452,7 @@ impl Backend for OpendalBackend {
                 Self::sync_dir(parent)?;
             }
         }
-        Ok(data)
+        Ok(())
     }
 
     fn delete(&self, kind: FileType, name: &str) -> Result<()> {
@@ -508,10 +502,10 @@ impl Backend for OpendalBackend {
         if self.local_root.is_some() { 1 } else { 4 }
     }
 
-    fn sink(&self, size: usize) -> Result<Box<dyn ObjectSink>> {
+    fn sink(&self, spool_dir: &Path) -> Result<Box<dyn ObjectSink>> {
         let Some(root) = &self.local_root else {
             // OpenDAL's writers need the name first; a pack's is its hash.
-            return Ok(Box::new(super::MemorySink(Vec::with_capacity(size))));
+            return super::SpoolSink::new(spool_dir).map(|s| Box::new(s) as Box<dyn ObjectSink>);
         };
         let path = root
             .join("tmp")
@@ -591,7 +585,7 @@ mod tests {
         let b = OpendalBackend::from_url(root.to_str().unwrap()).unwrap();
         b.create().unwrap();
         let name = "ab".repeat(32);
-        let mut s = b.sink(0).unwrap();
+        let mut s = b.sink(&root).unwrap();
         s.write(b"hello ").unwrap();
         s.write(b"pack").unwrap();
         assert_eq!(tmp_files(&root), 1, "written to tmp/ as it comes");
@@ -609,7 +603,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
 
         // Abandoned (a failed backup): nothing under any name, nothing in tmp/.
-        let mut s = b.sink(0).unwrap();
+        let mut s = b.sink(&root).unwrap();
         s.write(b"half a pack").unwrap();
         drop(s);
         assert_eq!(tmp_files(&root), 0);
