@@ -210,6 +210,13 @@ impl MasterKey {
         crate::chunker::ChunkerSecret::Key(*h.finalize().as_bytes())
     }
 
+    /// The key that authenticates what the local cache derives from the
+    /// repository (the persisted index table): a cache is as writable as
+    /// the user's home, and a forged table could make a backup skip data.
+    pub fn cache_key(&self) -> [u8; 32] {
+        blake3::derive_key("salvor v2 cache table key", &self.blob_id)
+    }
+
     /// The cipher for the object whose salt is `salt`.
     pub fn object_cipher(&self, salt: &[u8; SALT_LEN]) -> ObjectCipher {
         let mut hasher = blake3::Hasher::new_derive_key("salvor v1 object subkey");

@@ -14,6 +14,7 @@
 //! (keyed BLAKE3), so the id maps for packs use the first eight bytes of an
 //! id as its hash instead of running SipHash over 32 bytes.
 
+mod persisted;
 mod table;
 
 use std::collections::HashMap;
@@ -63,7 +64,7 @@ pub struct BlobLocation {
 }
 
 /// Where a frame is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrameLocation {
     /// Index into [`Index::pack`].
     pub pack: u32,
@@ -80,7 +81,7 @@ pub struct FrameLocation {
 }
 
 /// A pack known to the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackInfo {
     /// Its id (= file name).
     pub id: PackId,

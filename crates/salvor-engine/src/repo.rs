@@ -178,6 +178,17 @@ impl Repository {
         Ok(self)
     }
 
+    /// Uses a local cache under `base` only for what is derived from the
+    /// repository (the persisted index), not for copies of its files: the
+    /// default for a local repository.
+    ///
+    /// # Errors
+    /// When the cache directory cannot be created.
+    pub fn with_derived_cache(mut self, base: &std::path::Path) -> Result<Self> {
+        self.cache = Some(Arc::new(Cache::open(base, &self.config.id)?.derived_only()));
+        Ok(self)
+    }
+
     /// This repository read and written directly, bypassing any cache:
     /// `check` verifies what the repository holds, not a local copy.
     pub fn without_cache(&self) -> Self {

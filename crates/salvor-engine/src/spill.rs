@@ -120,6 +120,41 @@ impl Run {
         })
     }
 
+    /// Maps `len` records of `rec` bytes that start at `offset` in `file`
+    /// (the persisted index table of the cache, already verified) and
+    /// builds their filter. The records must be sorted and unique by id,
+    /// and the file must never change while mapped.
+    ///
+    /// # Errors
+    /// When the file cannot be mapped or is shorter than the records.
+    pub fn map_file(file: &std::fs::File, offset: u64, rec: usize, len: usize) -> Result<Self> {
+        let bytes = rec
+            .checked_mul(len)
+            .ok_or_else(|| Error::corrupt("run too large"))?;
+        // SAFETY: the caller's file is never written again once made (the
+        // cache replaces such files by rename, never in place).
+        #[allow(unsafe_code)]
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(bytes)
+                .map(file)
+        }
+        .map_err(|e| {
+            Error::new(crate::ErrorKind::Backend, "cannot map a cached index table").source(e)
+        })?;
+        let mut bloom = Bloom::new(len);
+        for r in map.chunks_exact(rec) {
+            bloom.insert(&r[..32]);
+        }
+        Ok(Self {
+            map,
+            rec,
+            len,
+            bloom,
+        })
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.len
@@ -180,28 +215,36 @@ pub fn push_run(dir: &Path, runs: &mut Vec<Run>, run: Run) -> Result<()> {
 }
 
 /// Merges runs into one; for an id in several, the record of the earliest
-/// run wins. A heap of the runs' heads, so that merging the hundreds of runs
-/// a large index is loaded into costs one pass.
+/// run wins.
 ///
 /// # Errors
 /// As [`Run::write`].
 pub fn merge(dir: &Path, runs: &[Run]) -> Result<Run> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
     let rec = runs.first().map_or(32, |r| r.rec);
     let total = runs.iter().map(Run::len).sum();
+    let refs: Vec<&Run> = runs.iter().collect();
+    Run::write(dir, rec, total, merged(&refs))
+}
+
+/// The records of `runs` in id order, each id once, from the earliest run
+/// that has it. A heap of the runs' heads, so that merging the hundreds of
+/// runs a large index is loaded into costs one pass.
+pub fn merged<'a>(runs: &[&'a Run]) -> impl Iterator<Item = &'a [u8]> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     // (id, run number, position): equal ids pop the earliest run first.
-    let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> = runs
+    let runs: Vec<&'a Run> = runs.to_vec();
+    let mut heap: BinaryHeap<Reverse<(&'a [u8], usize, usize)>> = runs
         .iter()
         .enumerate()
         .filter(|(_, r)| !r.is_empty())
         .map(|(i, r)| Reverse((&r.record(0)[..32], i, 0)))
         .collect();
-    let mut last: Option<&[u8]> = None;
-    let next = std::iter::from_fn(|| {
+    let mut last: Option<&'a [u8]> = None;
+    std::iter::from_fn(move || {
         loop {
             let Reverse((id, i, p)) = heap.pop()?;
-            let r = &runs[i];
+            let r: &'a Run = runs[i];
             if p + 1 < r.len() {
                 heap.push(Reverse((&r.record(p + 1)[..32], i, p + 1)));
             }
@@ -210,8 +253,7 @@ pub fn merge(dir: &Path, runs: &[Run]) -> Result<Run> {
                 return Some(r.record(p));
             }
         }
-    });
-    Run::write(dir, rec, total, next)
+    })
 }
 
 /// A set of ids that spills to disk: what a backup has queued for storage.

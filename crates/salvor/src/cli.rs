@@ -255,23 +255,32 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Attaches the cache: a directory the user named must work; the default
-/// one is an optimisation, so a failure there only costs speed.
-fn with_cache(
-    repo: Repository,
-    cache: Option<(PathBuf, bool)>,
-) -> salvor_engine::Result<Repository> {
-    match cache {
-        None => Ok(repo),
-        Some((dir, true)) => repo.with_cache(&dir),
-        Some((dir, false)) => match repo.clone().with_cache(&dir) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                tracing::warn!("working without a local cache: {e}");
-                Ok(repo)
-            }
-        },
-    }
+/// Which local cache a command uses.
+enum CacheChoice {
+    /// None: `--no-cache`, or no place for one.
+    None,
+    /// The directory the user named: it must work.
+    Named(PathBuf),
+    /// The XDG default for a remote repository: copies of its files and what
+    /// is derived from them. An optimisation, so a failure only costs speed.
+    Default(PathBuf),
+    /// The XDG default for a local repository: only what is derived from it
+    /// (the persisted index), since its files are already one read away.
+    DerivedOnly(PathBuf),
+}
+
+/// Attaches the cache chosen by [`GlobalOptions::cache_choice`].
+fn with_cache(repo: Repository, cache: CacheChoice) -> salvor_engine::Result<Repository> {
+    let attached = match &cache {
+        CacheChoice::None => return Ok(repo),
+        CacheChoice::Named(dir) => return repo.with_cache(dir),
+        CacheChoice::Default(dir) => repo.clone().with_cache(dir),
+        CacheChoice::DerivedOnly(dir) => repo.clone().with_derived_cache(dir),
+    };
+    attached.or_else(|e| {
+        tracing::warn!("working without a local cache: {e}");
+        Ok(repo)
+    })
 }
 
 impl GlobalOptions {
@@ -292,7 +301,7 @@ impl GlobalOptions {
     /// [`GlobalOptions::open`] with a password already read.
     fn open_with(&self, pw: &str) -> salvor_engine::Result<Repository> {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
-        let cache = self.cache_base(backend.as_ref())?;
+        let cache = self.cache_choice(backend.as_ref())?;
         with_cache(Repository::open(backend, pw.as_bytes())?, cache)
     }
 
@@ -301,29 +310,35 @@ impl GlobalOptions {
     fn open_in_background(&self) -> salvor_engine::Result<crate::source::PendingRepo> {
         let backend = salvor_engine::backend::open_url(self.location()?)?;
         let pw = password::get(self, false)?;
-        let cache = self.cache_base(backend.as_ref())?;
+        let cache = self.cache_choice(backend.as_ref())?;
         Ok(crate::source::PendingRepo::opening(move || {
             with_cache(Repository::open(backend, pw.as_bytes())?, cache)
         }))
     }
 
     /// Where the local cache goes: `--cache-dir` if given, else the XDG
-    /// default for a remote repository (a local one is already one read
-    /// away), and nowhere with `--no-cache`.
-    fn cache_base(
+    /// default (only derived data for a local repository), and nowhere with
+    /// `--no-cache`.
+    fn cache_choice(
         &self,
         backend: &dyn salvor_engine::backend::Backend,
-    ) -> salvor_engine::Result<Option<(PathBuf, bool)>> {
-        match (&self.cache_dir, self.no_cache) {
-            (Some(_), true) => Err(Error::invalid(
-                "--cache-dir and --no-cache contradict each other",
-            )
-            .hint("keep one of them (check SALVOR_CACHE_DIR and SALVOR_NO_CACHE too)")),
-            (_, true) => Ok(None),
-            (Some(dir), false) => Ok(Some((dir.clone(), true))),
-            (None, false) if backend.is_local() => Ok(None),
-            (None, false) => Ok(salvor_engine::repo::cache::default_base().map(|d| (d, false))),
-        }
+    ) -> salvor_engine::Result<CacheChoice> {
+        let default = salvor_engine::repo::cache::default_base;
+        Ok(match (&self.cache_dir, self.no_cache) {
+            (Some(_), true) => {
+                return Err(
+                    Error::invalid("--cache-dir and --no-cache contradict each other")
+                        .hint("keep one of them (check SALVOR_CACHE_DIR and SALVOR_NO_CACHE too)"),
+                );
+            }
+            (_, true) => CacheChoice::None,
+            (Some(dir), false) => CacheChoice::Named(dir.clone()),
+            (None, false) => match default() {
+                None => CacheChoice::None,
+                Some(dir) if backend.is_local() => CacheChoice::DerivedOnly(dir),
+                Some(dir) => CacheChoice::Default(dir),
+            },
+        })
     }
 
     fn load_config(&self) -> salvor_engine::Result<crate::config::Config> {

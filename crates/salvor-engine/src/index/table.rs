@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use super::BlobLocation;
 use crate::format::pack::BlobKind;
 use crate::id::BlobId;
-use crate::spill::{Run, SPILL_AT, merge};
+use crate::spill::{Run, SPILL_AT, merge, merged};
 
 /// Bytes of a location in a run: frame, offset, length (u32 LE each), kind,
 /// reusable, two zero bytes.
 const LOC: usize = 16;
-const REC: usize = 32 + LOC;
+/// Bytes of a record: the id, then its location.
+pub const REC: usize = 32 + LOC;
 
 fn encode(id: &BlobId, l: &BlobLocation) -> [u8; REC] {
     let mut r = [0u8; REC];
@@ -51,8 +52,12 @@ fn decode(r: &[u8]) -> (BlobId, BlobLocation) {
 pub struct BlobTable {
     /// Entries not yet in a run; sorted and unique once `finish` ran.
     mem: Vec<(BlobId, BlobLocation)>,
-    /// Runs in the order they were written; after `finish`, at most one.
+    /// Runs in the order they were written; after `finish`, at most one
+    /// besides the base.
     runs: Vec<Run>,
+    /// Whether `runs[0]` is a base that is never merged: the index table
+    /// persisted in the cache, which would cost a rewrite of every entry.
+    based: bool,
     /// Where runs go; `None` keeps everything in memory.
     dir: Option<PathBuf>,
     /// Entries were added since the last `finish`.
@@ -64,6 +69,18 @@ impl BlobTable {
     /// A table that spills into `dir`.
     pub fn spilling(dir: PathBuf) -> Self {
         Self {
+            dir: Some(dir),
+            ..Self::default()
+        }
+    }
+
+    /// A table whose first entries are `base` (sorted, unique, mapped from
+    /// the cache), spilling what is added later into `dir`.
+    pub fn with_base(dir: PathBuf, base: Run) -> Self {
+        Self {
+            count: base.len(),
+            runs: vec![base],
+            based: true,
             dir: Some(dir),
             ..Self::default()
         }
@@ -108,22 +125,39 @@ impl BlobTable {
             return;
         }
         self.sort_mem();
-        if self.runs.len() > 1
+        let first = usize::from(self.based);
+        if self.runs.len() > first + 1
             && let Some(dir) = &self.dir
         {
-            match merge(dir, &self.runs) {
-                Ok(m) => self.runs = vec![m],
+            match merge(dir, &self.runs[first..]) {
+                Ok(m) => {
+                    self.runs.truncate(first);
+                    self.runs.push(m);
+                }
                 Err(e) => tracing::warn!("the index's runs stay unmerged: {e}"),
             }
         }
-        // An id in a run and in `mem` is counted (and found) once, in the run.
+        // An id in several runs, or in a run and in `mem`, is counted (and
+        // found) once, in the earliest run. Runs other than a base are
+        // merged, so only a base makes runs overlap.
         let runs = &self.runs;
-        let dup = self
+        let mut count = runs.first().map_or(0, Run::len);
+        for (k, r) in runs.iter().enumerate().skip(1) {
+            let earlier = &runs[..k];
+            count += r
+                .records()
+                .filter(|rec| {
+                    let id = decode(rec).0;
+                    earlier.iter().all(|e| e.get(&id).is_none())
+                })
+                .count();
+        }
+        count += self
             .mem
             .iter()
-            .filter(|(id, _)| runs.iter().any(|r| r.get(id).is_some()))
+            .filter(|(id, _)| runs.iter().all(|r| r.get(id).is_none()))
             .count();
-        self.count = runs.iter().map(Run::len).sum::<usize>() + self.mem.len() - dup;
+        self.count = count;
         self.unsorted = false;
     }
 
@@ -150,15 +184,50 @@ impl BlobTable {
         self.count
     }
 
-    /// Every blob once, with its location (runs in id order, then the rest).
+    /// Every blob once, with its location (each run in id order, then the
+    /// rest).
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
         assert!(!self.unsorted, "the index was read before Index::finish");
         let runs = &self.runs;
-        runs.iter().flat_map(|r| r.records().map(decode)).chain(
-            self.mem
-                .iter()
-                .filter(move |(id, _)| runs.iter().all(|r| r.get(id).is_none()))
-                .copied(),
-        )
+        runs.iter()
+            .enumerate()
+            .flat_map(move |(k, r)| {
+                r.records()
+                    .map(decode)
+                    .filter(move |(id, _)| runs[..k].iter().all(|e| e.get(id).is_none()))
+            })
+            .chain(
+                self.mem
+                    .iter()
+                    .filter(move |(id, _)| runs.iter().all(|r| r.get(id).is_none()))
+                    .copied(),
+            )
+    }
+
+    /// Writes every blob once, in id order, as records of [`REC`] bytes
+    /// (what [`BlobTable::with_base`] maps again); returns how many.
+    ///
+    /// # Errors
+    /// When `out` fails, or the entries held in memory cannot be spilled.
+    pub fn write_sorted(&self, out: &mut impl std::io::Write) -> crate::Result<usize> {
+        assert!(!self.unsorted, "the index was read before Index::finish");
+        let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mem = Run::write(
+            &dir,
+            REC,
+            self.mem.len(),
+            self.mem.iter().map(|(i, l)| encode(i, l)),
+        )?;
+        let mut all: Vec<&Run> = self.runs.iter().collect();
+        all.push(&mem);
+        let mut n = 0;
+        for r in merged(&all) {
+            out.write_all(r).map_err(|e| {
+                crate::Error::new(crate::ErrorKind::Backend, "cannot write the index table")
+                    .source(e)
+            })?;
+            n += 1;
+        }
+        Ok(n)
     }
 }

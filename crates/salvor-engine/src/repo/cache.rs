@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
+    /// Whether copies of index files and snapshots are kept: not for a
+    /// local repository, whose own files are one read away; the index
+    /// table ([`Cache::table_path`]) is kept either way.
+    documents: bool,
 }
 
 const TAG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55\n\
@@ -65,7 +69,42 @@ impl Cache {
             // Best effort: a missing tag only means other tools back it up.
             let _ = std::fs::write(&tag, TAG);
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            documents: true,
+        })
+    }
+
+    /// This cache keeping only what is derived from the repository (the
+    /// index table), not copies of its files.
+    pub fn derived_only(mut self) -> Self {
+        self.documents = false;
+        self
+    }
+
+    /// Where the persisted index lives ([`crate::index::Index::persist`]).
+    pub fn table_path(&self) -> PathBuf {
+        self.dir.join("index.table")
+    }
+
+    /// A new unique temporary name beside the table, which stale
+    /// temporaries of killed processes are cleaned from.
+    pub fn table_tmp_path(&self) -> PathBuf {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let stale = e.file_name().to_string_lossy().starts_with(".tmp-table-")
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 3600));
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        self.dir.join(format!(
+            ".tmp-table-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ))
     }
 
     /// The directory of this repository's cache.
@@ -74,7 +113,7 @@ impl Cache {
     }
 
     fn path(&self, ft: FileType, name: &str) -> Option<PathBuf> {
-        let cached = matches!(ft, FileType::Index | FileType::Snapshot);
+        let cached = self.documents && matches!(ft, FileType::Index | FileType::Snapshot);
         let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit());
         (cached && plain).then(|| self.dir.join(ft.dir()).join(name))
     }
@@ -125,6 +164,9 @@ impl Cache {
     /// Removes every cached object of `ft` not in `listed` (deleted from the
     /// repository since), and temporaries left by killed processes.
     pub fn retain(&self, ft: FileType, listed: &HashSet<&str>) {
+        if !self.documents {
+            return;
+        }
         let Ok(entries) = std::fs::read_dir(self.dir.join(ft.dir())) else {
             return;
         };

@@ -47,14 +47,13 @@ impl Repository {
     /// # Errors
     /// Backend failures other than a damaged index file.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::spilling(self.spill_dir());
-        let mut loaded: HashSet<String> = HashSet::new();
+        let mut listed = self.backend.list(FileType::Index)?;
+        let (mut index, mut loaded) = self.open_table(&listed);
+        let from_table = index.blob_count();
         let mut superseded: HashSet<IndexId> = HashSet::new();
-        let mut listed = Vec::new();
         // A file listed but gone when read was compacted away meanwhile:
         // the file that replaced it is found by listing again.
         for _attempt in 0..5 {
-            listed = self.backend.list(FileType::Index)?;
             let fresh: Vec<&String> = listed
                 .iter()
                 .map(|(n, _)| n)
@@ -67,6 +66,7 @@ impl Repository {
             if !vanished {
                 break;
             }
+            listed = self.backend.list(FileType::Index)?;
         }
         let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
         if let Some(c) = &self.cache {
@@ -97,7 +97,62 @@ impl Repository {
             );
         }
         index.finish();
+        self.persist_table(&index, &loaded, from_table);
         Ok(index)
+    }
+
+    /// The index persisted in the cache, if it is intact and made from
+    /// index files that are all still listed, with the names of those
+    /// files; else an empty index.
+    fn open_table(&self, listed: &[(String, u64)]) -> (Index, HashSet<String>) {
+        let empty = || (Index::spilling(self.spill_dir()), HashSet::new());
+        let Some(cache) = &self.cache else {
+            return empty();
+        };
+        let path = cache.table_path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            return empty();
+        };
+        match Index::open_persisted(&file, &self.key.cache_key(), self.spill_dir()) {
+            Ok(Some((index, files))) => {
+                let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+                if files.iter().all(|f| names.contains(f.as_str())) {
+                    return (index, files.into_iter().collect());
+                }
+                tracing::debug!("the cached index table is stale: a file it was made from is gone");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("cached index table: {e}"),
+        }
+        empty()
+    }
+
+    /// Persists `index` in the cache when it is large (spilled) and the
+    /// table there is missing or covers too little of it: writing 10M
+    /// blobs costs about as much as one load from the table saves.
+    fn persist_table(&self, index: &Index, files: &HashSet<String>, from_table: usize) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let total = index.blob_count();
+        let added = total.saturating_sub(from_table);
+        let worth = total >= crate::spill::SPILL_AT
+            && (from_table == 0 || added >= (from_table / 8).max(crate::spill::SPILL_AT));
+        if !worth || !index.damaged().is_empty() || !index.superseded().is_empty() {
+            return;
+        }
+        let tmp = cache.table_tmp_path();
+        let files: Vec<String> = files.iter().cloned().collect();
+        let done = index
+            .persist(&tmp, &self.key.cache_key(), &files)
+            .and_then(|()| {
+                std::fs::rename(&tmp, cache.table_path())
+                    .map_err(|e| crate::Error::io("cannot rename", &tmp, e))
+            });
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!("the index table is not cached: {e}");
+        }
     }
 
     /// Reads `names` into `index`, a few at a time, so that decoded files
