@@ -257,6 +257,66 @@ mod tests {
         assert!(after.len() > 500);
     }
 
+    /// One edit of a list of ids: what a changed region of a dump does to
+    /// its chunks.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Replace(usize, u64),
+        Insert(usize, u64),
+        Delete(usize),
+    }
+
+    fn edit_strategy() -> impl proptest::strategy::Strategy<Value = Edit> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<usize>(), any::<u64>()).prop_map(|(i, v)| Edit::Replace(i, v)),
+            (any::<usize>(), any::<u64>()).prop_map(|(i, v)| Edit::Insert(i, v)),
+            any::<usize>().prop_map(Edit::Delete),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_lists_round_trip(n in 0usize..40_000, seed in proptest::prelude::any::<u64>()) {
+            let ids: Vec<BlobId> = (0..n as u64).map(|i| id(i ^ seed.rotate_left(17))).collect();
+            let (c, blobs) = build(&ids, false);
+            proptest::prop_assert!(c.ids.len() <= MAX_LIST);
+            proptest::prop_assert!(c.levels <= MAX_LEVELS);
+            proptest::prop_assert!(blobs.values().all(|b| !b.is_empty() && b.len() / 32 <= MAX_LIST));
+            proptest::prop_assert_eq!(expand(&c, &blobs), ids);
+        }
+
+        #[test]
+        fn an_edited_list_shares_all_but_a_few_list_blobs(
+            n in 2_000usize..40_000,
+            seed in proptest::prelude::any::<u64>(),
+            edits in proptest::collection::vec(edit_strategy(), 1..4),
+        ) {
+            let ids: Vec<BlobId> = (0..n as u64).map(|i| id(i ^ seed.rotate_left(17))).collect();
+            let (c, before) = build(&ids, false);
+            let mut edited = ids.clone();
+            for e in &edits {
+                match *e {
+                    Edit::Replace(i, v) => { let at = i % edited.len(); edited[at] = id(v); }
+                    Edit::Insert(i, v) => edited.insert(i % (edited.len() + 1), id(v)),
+                    Edit::Delete(i) => { edited.remove(i % edited.len()); }
+                }
+            }
+            let (c2, after) = build(&edited, false);
+            proptest::prop_assert_eq!(expand(&c2, &after), edited);
+            // Each edit changes the list around it on each level, and may
+            // split it or merge it with a neighbour: two lists a level.
+            let levels = usize::from(c.levels.max(c2.levels)) + 1;
+            let new = after.keys().filter(|k| !before.contains_key(k)).count();
+            proptest::prop_assert!(
+                new <= edits.len() * 2 * levels,
+                "{} new of {} list blobs after {} edits, {} levels", new, after.len(), edits.len(), levels
+            );
+        }
+    }
+
     #[test]
     fn corrupt_lists_are_refused() {
         let l = id(1);
