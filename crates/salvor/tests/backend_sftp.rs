@@ -72,6 +72,17 @@ impl Sftp {
         c
     }
 
+    /// A `std` command, for tests that kill it.
+    fn spawnable(&self, w: &World, args: &[&str]) -> std::process::Command {
+        let mut c = w.spawnable(&[]);
+        c.env("SALVOR_REPO", &self.url)
+            .env("SALVOR_SFTP_KEY", var("SALVOR_TEST_SFTP_KEY"))
+            .env_remove("SALVOR_SFTP_KNOWN_HOSTS")
+            .env("PATH", &self.path)
+            .args(args);
+        c
+    }
+
     fn ok(&self, w: &World, args: &[&str], stdin: Option<Vec<u8>>) -> std::process::Output {
         let mut c = self.cmd(w, args);
         if let Some(s) = stdin {
@@ -164,4 +175,16 @@ fn sftp_unknown_host_key_is_refused_with_ssh_reason_and_accept_new_records_it() 
         "{}",
         show(&out)
     );
+}
+
+/// kill -9 in the middle of uploads leaves a repository that `check
+/// --read-data` passes, and the next backup completes.
+#[test]
+fn sftp_backups_killed_mid_upload_leave_a_repository_that_checks_clean() {
+    if !common::services("sftp_backups_killed_mid_upload_leave_a_repository_that_checks_clean") {
+        return;
+    }
+    let w = World::new();
+    let sftp = Sftp::new(&w, Path::new(&var("SALVOR_TEST_SFTP_KNOWN_HOSTS")));
+    killed_uploads_leave_a_clean_repository(&|args| sftp.spawnable(&w, args));
 }

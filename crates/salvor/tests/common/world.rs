@@ -502,3 +502,80 @@ pub fn snapshot_id(backup: &Value) -> String {
         .expect("backup --json names the snapshot")
         .to_string()
 }
+
+/// Starts `backup --stdin` of `data` with `command` (a salvor command with
+/// its repository set) once per delay, and kills it with SIGKILL after that
+/// delay unless it has finished. Returns how many were killed.
+pub fn kill_stream_backups(
+    command: &dyn Fn(&[&str]) -> std::process::Command,
+    data: &[u8],
+    delays: &[Duration],
+) -> usize {
+    let mut killed = 0;
+    for delay in delays {
+        let mut child = command(&["backup", "--stdin", "--stdin-name", "db.sql"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start salvor");
+        let mut pipe = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&data);
+        });
+        let finished = wait_for(*delay, || child.try_wait().unwrap().is_some());
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = feeder.join();
+        killed += usize::from(!finished);
+    }
+    killed
+}
+
+/// kill -9 of stream backups at several points of their uploads, then
+/// `check --read-data` finds no error, and a backup that completes dumps
+/// byte for byte. `command` makes a salvor command for the repository.
+pub fn killed_uploads_leave_a_clean_repository(command: &dyn Fn(&[&str]) -> std::process::Command) {
+    let ok = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut c = command(args);
+        let out = if let Some(data) = stdin {
+            let mut child = c
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(data).unwrap();
+            child.wait_with_output().unwrap()
+        } else {
+            c.output().unwrap()
+        };
+        assert_no_panic(&out);
+        assert!(out.status.success(), "salvor {args:?}:\n{}", show(&out));
+        out
+    };
+    ok(&["init"], None);
+    let dump = noise(5, 64 << 20);
+    let delays: Vec<std::time::Duration> = [150, 400, 700, 1100, 1600]
+        .into_iter()
+        .map(std::time::Duration::from_millis)
+        .collect();
+    let killed = kill_stream_backups(command, &dump, &delays);
+    assert!(killed >= 2, "only {killed} backups were killed mid-way");
+    let clean = |ctx: &str| {
+        let out = ok(&["--json", "check", "--read-data"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["errors"], serde_json::json!([]), "{ctx}: {v}");
+    };
+    clean("after the kills");
+    ok(
+        &["backup", "-q", "--stdin", "--stdin-name", "db.sql"],
+        Some(&dump),
+    );
+    let out = ok(&["dump", "latest", "db.sql"], None);
+    assert!(out.stdout == dump, "the stream differs");
+    clean("after a backup that completed");
+}
