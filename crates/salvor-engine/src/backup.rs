@@ -534,7 +534,7 @@ impl StreamBackup {
         );
         node.mode = 0o600;
         node.size = size;
-        node.mtime_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+        node.mtime_ns = i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX);
         node.content = content.ids;
         node.content_levels = content.levels;
         self.run

@@ -283,15 +283,18 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
     for (nonce, f) in header.frames.iter().enumerate() {
         let loc = crate::index::FrameLocation {
             pack: 0,
-            nonce: nonce as u32,
+            nonce: u32::try_from(nonce).expect("fewer than 2^32 frames in a pack"),
             offset: f.offset,
             length: f.length,
             raw_length: f.raw_length,
             compression: f.compression,
         };
-        let end = (f.offset + u64::from(f.length)) as usize;
-        let ct = data
-            .get(f.offset as usize..end)
+        let range = usize::try_from(f.offset).ok().and_then(|start| {
+            let end = start.checked_add(usize::try_from(f.length).ok()?)?;
+            Some(start..end)
+        });
+        let ct = range
+            .and_then(|r| data.get(r))
             .ok_or_else(|| Error::corrupt(format!("pack {}: frame {nonce} out of bounds", p.id)))?;
         let plain = crate::pack::decode_frame(repo.key(), &salt, &loc, ct, &p.id)?;
         let data: Vec<&[u8]> = f

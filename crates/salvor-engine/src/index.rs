@@ -177,7 +177,7 @@ impl Index {
             let fn_ = u32::try_from(self.frames.len()).expect("fewer than 2^32 frames");
             self.frames.push(FrameLocation {
                 pack: pn,
-                nonce: nonce as u32,
+                nonce: u32::try_from(nonce).expect("fewer than 2^32 frames in a pack"),
                 offset: f.offset,
                 length: f.length,
                 raw_length: f.raw_length,

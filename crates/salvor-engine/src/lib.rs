@@ -15,6 +15,10 @@
 //!
 //! `docs/FORMAT.md` in the project specifies every byte this crate writes.
 
+// No length is ever silently truncated: every narrowing cast is checked or
+// carries an allow with the reason it cannot truncate.
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
+
 pub mod backend;
 pub mod backup;
 pub mod browse;

@@ -372,13 +372,13 @@ impl Packer {
             if !st.frame.is_empty() && st.frame.len() + data.len() > self.frame_target {
                 taken = Some(self.take_frame(&mut st));
             }
-            let offset = st.frame.len() as u32;
+            let offset = u32::try_from(st.frame.len()).expect("frames stay near frame_target");
             st.frame.extend_from_slice(data);
             st.blobs.push(BlobEntry {
                 kind,
                 id,
                 offset,
-                length: data.len() as u32,
+                length: u32::try_from(data.len()).expect("blobs are at most a chunk"),
             });
             taken
         };
@@ -408,7 +408,7 @@ impl Packer {
             .expect("token channel lives as long as the packer");
         let me = self.clone();
         compress_pool().spawn(move || {
-            let raw_length = frame.len() as u32;
+            let raw_length = u32::try_from(frame.len()).expect("frames stay near frame_target");
             let (payload, compression) = match compress(&frame, me.level) {
                 Some(out) => {
                     me.spare_frames.give(frame);

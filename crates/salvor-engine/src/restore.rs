@@ -405,7 +405,7 @@ fn write_files(
                 .push((
                     *id,
                     Target {
-                        file: i as u32,
+                        file: u32::try_from(i).expect("fewer than 2^32 files to restore"),
                         offset,
                         blob_offset: loc.offset,
                         length: loc.length,
@@ -469,7 +469,7 @@ impl WriteContext<'_> {
         let mut left_open: Vec<u32> = Vec::new();
         for (f, targets) in order {
             let loc = index.frame(f);
-            let s = (loc.offset - start) as usize;
+            let s = usize::try_from(loc.offset - start).expect("a frame lies within its read");
             let plain = crate::pack::decode_frame(
                 self.reader.repo().key(),
                 &info.salt,

@@ -45,7 +45,7 @@ impl<B: Backend> FaultyBackend<B> {
     fn corrupt(&self, kind: FileType, mut data: Vec<u8>) -> Vec<u8> {
         let bit = self.flip_bit.load(Ordering::SeqCst);
         if kind == FileType::Pack && bit != 0 && !data.is_empty() {
-            let i = (bit as usize / 8) % data.len();
+            let i = usize::try_from(bit / 8).unwrap_or(usize::MAX) % data.len();
             data[i] ^= 1 << (bit % 8);
         }
         data
