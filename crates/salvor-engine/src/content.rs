@@ -156,7 +156,7 @@ pub fn walk(
     }
     for id in ids {
         list(id)?;
-        let below = decode(id, &reader.read_blob(id)?)?;
+        let below = decode(id, &reader.read_metadata_blob(id)?)?;
         walk(reader, &below, levels - 1, data, list)?;
     }
     Ok(())

@@ -98,6 +98,21 @@ fn s3_repository_init_backup_check_restore() {
     assert_ne!(std::fs::read(&cached[0]).unwrap(), b"damaged");
     let out = run(&["--no-cache", "dump", stream, "db.sql"], None);
     assert!(out.stdout == dump);
+    // The second backup read its parent's trees: their frames are cached
+    // as the ciphertext of the pack, authenticated on every read; a damaged
+    // one is read again from the bucket.
+    let frames = walk_files(&repo_cache[0].path().join("frames"));
+    assert!(!frames.is_empty(), "no tree frame cached");
+    for f in &frames {
+        std::fs::write(f, b"damaged frame").unwrap();
+    }
+    let out = run(&["ls", first], None);
+    assert!(stdout(&out).contains("empty-dir"), "{}", show(&out));
+    let refetched = walk_files(&repo_cache[0].path().join("frames"))
+        .iter()
+        .filter(|f| std::fs::read(f).unwrap() != b"damaged frame")
+        .count();
+    assert!(refetched > 0, "no damaged frame was read again");
     let mut c = w.cmd();
     env(&mut c);
     let out = c

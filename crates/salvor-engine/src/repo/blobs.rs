@@ -17,7 +17,7 @@ const FRAME_CACHE: usize = 16;
 pub struct BlobReader {
     repo: Repository,
     index: Arc<Index>,
-    cache: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+    recent: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
 }
 
 impl BlobReader {
@@ -26,7 +26,7 @@ impl BlobReader {
         Self {
             repo: repo.clone(),
             index,
-            cache: Mutex::new(Vec::new()),
+            recent: Mutex::new(Vec::new()),
         }
     }
 
@@ -45,23 +45,40 @@ impl BlobReader {
     /// # Errors
     /// Backend failures and corruption, naming the pack.
     pub fn read_frame(&self, n: u32) -> Result<Vec<u8>> {
+        self.fetch_frame(n, false)
+    }
+
+    /// Frame `n`, decoded; with `keep`, through the local cache's frames
+    /// (for tree packs: trees and content lists, which readers come back to).
+    fn fetch_frame(&self, n: u32, keep: bool) -> Result<Vec<u8>> {
         let f: &FrameLocation = self.index.frame(n);
         let pack = self.index.pack(f.pack);
+        let cache = self.repo.cache().filter(|_| keep);
+        if let Some(ct) = cache.and_then(|c| c.frame(&pack.id, f.nonce)) {
+            match crate::pack::decode_frame(self.repo.key(), &pack.salt, f, &ct, &pack.id) {
+                Ok(plain) => return Ok(plain),
+                Err(_) => cache.expect("read from it").remove_frame(&pack.id, f.nonce),
+            }
+        }
         let ct = self.repo.backend().read_range(
             FileType::Pack,
             &pack.id.to_hex(),
             f.offset,
             u64::from(f.length),
         )?;
-        crate::pack::decode_frame(self.repo.key(), &pack.salt, f, &ct, &pack.id)
+        let plain = crate::pack::decode_frame(self.repo.key(), &pack.salt, f, &ct, &pack.id)?;
+        if let Some(c) = cache {
+            c.put_frame(&pack.id, f.nonce, &ct);
+        }
+        Ok(plain)
     }
 
-    fn frame(&self, n: u32) -> Result<Arc<Vec<u8>>> {
-        if let Some((_, d)) = self.cache.lock().unwrap().iter().find(|(k, _)| *k == n) {
+    fn frame(&self, n: u32, keep: bool) -> Result<Arc<Vec<u8>>> {
+        if let Some((_, d)) = self.recent.lock().unwrap().iter().find(|(k, _)| *k == n) {
             return Ok(d.clone());
         }
-        let d = Arc::new(self.read_frame(n)?);
-        let mut c = self.cache.lock().unwrap();
+        let d = Arc::new(self.fetch_frame(n, keep)?);
+        let mut c = self.recent.lock().unwrap();
         if c.len() >= FRAME_CACHE {
             c.remove(0);
         }
@@ -74,11 +91,24 @@ impl BlobReader {
     /// # Errors
     /// Not indexed, backend failure, or corruption.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.blob(id, false)
+    }
+
+    /// A blob of a tree pack (a tree or a content list), verified against
+    /// its id, through the local cache of such frames when there is one.
+    ///
+    /// # Errors
+    /// As [`BlobReader::read_blob`].
+    pub fn read_metadata_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.blob(id, true)
+    }
+
+    fn blob(&self, id: &BlobId, keep: bool) -> Result<Vec<u8>> {
         let loc = self
             .index
             .get(id)
             .ok_or_else(|| self.index.missing(id, ""))?;
-        let frame = self.frame(loc.frame)?;
+        let frame = self.frame(loc.frame, keep)?;
         let (s, e) = (
             loc.offset as usize,
             loc.offset as usize + loc.length as usize,
@@ -95,7 +125,7 @@ impl BlobReader {
     /// # Errors
     /// As [`BlobReader::read_blob`], plus decoding failures.
     pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
-        let data = self.read_blob(id)?;
+        let data = self.read_metadata_blob(id)?;
         let tree =
             format::tree::decode(&data, self.repo.config().version, &|| format!("tree {id}"))?;
         validate_tree(id, &tree)?;

@@ -1,11 +1,17 @@
-//! A local cache of a remote repository's index files and snapshots.
+//! A local cache of a remote repository's index files, snapshots and the
+//! frames of its tree packs.
 //!
-//! Both are immutable and named by the BLAKE3 hash of their bytes, so a
-//! cached copy is verified exactly as a downloaded one (the hash against
-//! the name, then the seal), and a copy that fails the hash is removed and
-//! fetched again. Against S3 this is what keeps an unchanged re-backup to a
+//! Index files and snapshots are immutable and named by the BLAKE3 hash of
+//! their bytes, so a cached copy is verified exactly as a downloaded one
+//! (the hash against the name, then the seal), and a copy that fails the
+//! hash is removed and fetched again. Frames of tree packs (trees and
+//! content lists, what a re-backup reads of its parent and `ls` of a
+//! snapshot) are kept as the ciphertext read from the pack, so they are
+//! authenticated by the same AEAD check as a ranged read, and one that fails
+//! it is removed and read again. Against S3 this is what keeps an unchanged re-backup to a
 //! handful of requests: without it every command downloads every index
-//! file. Layout: `<base>/<repository id>/{index,snapshots}/<name>`, with a
+//! file. Layout: `<base>/<repository id>/{index,snapshots}/<name>` and
+//! `frames/<pack id>.<frame number>`, with a
 //! `CACHEDIR.TAG` at the base (the convention backup tools, borg and restic
 //! among them, follow to skip caches). Many processes may share it: files
 //! appear by rename from a unique temporary name, so a reader sees a whole
@@ -20,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
+use crate::id::PackId;
 
 /// The cache of one repository.
 #[derive(Debug)]
@@ -30,6 +37,12 @@ pub struct Cache {
     /// table ([`Cache::table_path`]) is kept either way.
     documents: bool,
 }
+
+/// The directory of cached frames.
+const FRAMES: &str = "frames";
+
+/// Largest cached frame read back (frames are a few MiB at most).
+const MAX_FRAME: u64 = 64 << 20;
 
 const TAG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by salvor.\n\
@@ -61,8 +74,8 @@ impl Cache {
             )));
         }
         let dir = base.join(repo_id);
-        for sub in [FileType::Index, FileType::Snapshot] {
-            create_private(&dir.join(sub.dir()))?;
+        for sub in [FileType::Index.dir(), FileType::Snapshot.dir(), FRAMES] {
+            create_private(&dir.join(sub))?;
         }
         let tag = base.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -92,11 +105,7 @@ impl Cache {
     pub fn table_tmp_path(&self) -> PathBuf {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                let stale = e.file_name().to_string_lossy().starts_with(".tmp-table-")
-                    && e.metadata()
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 3600));
-                if stale {
+                if is_stale_tmp(&e) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -161,6 +170,71 @@ impl Cache {
         }
     }
 
+    fn frame_path(&self, pack: &PackId, nonce: u32) -> Option<PathBuf> {
+        self.documents.then(|| {
+            self.dir
+                .join(FRAMES)
+                .join(format!("{}.{nonce}", pack.to_hex()))
+        })
+    }
+
+    /// The cached ciphertext of frame `nonce` of `pack`, unverified: the
+    /// caller authenticates it and calls [`Cache::remove_frame`] if it fails.
+    pub fn frame(&self, pack: &PackId, nonce: u32) -> Option<Vec<u8>> {
+        let path = self.frame_path(pack, nonce)?;
+        match read_at_most(&path, MAX_FRAME) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!("cache read {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Keeps the ciphertext of a frame just read from a tree pack.
+    pub fn put_frame(&self, pack: &PackId, nonce: u32, ct: &[u8]) {
+        let Some(path) = self.frame_path(pack, nonce) else {
+            return;
+        };
+        if let Err(e) = write_new(&path, ct) {
+            tracing::debug!("cache write {}: {e}", path.display());
+        }
+    }
+
+    /// Removes a cached frame that failed authentication.
+    pub fn remove_frame(&self, pack: &PackId, nonce: u32) {
+        tracing::warn!(
+            "cached frame {nonce} of pack {pack} is damaged; it is removed and read from the repository"
+        );
+        if let Some(path) = self.frame_path(pack, nonce) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Removes cached frames of packs `indexed` says are gone (deleted from
+    /// the repository since), and temporaries left by killed processes.
+    pub fn retain_frames(&self, indexed: &dyn Fn(&PackId) -> bool) {
+        if !self.documents {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.join(FRAMES)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let gone = match name.split_once('.') {
+                Some((pack, _)) if !name.starts_with(".tmp-") => {
+                    PackId::from_hex(pack).map_or(true, |id| !indexed(&id))
+                }
+                _ => is_stale_tmp(&e),
+            };
+            if gone {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Removes every cached object of `ft` not in `listed` (deleted from the
     /// repository since), and temporaries left by killed processes.
     pub fn retain(&self, ft: FileType, listed: &HashSet<&str>) {
@@ -173,15 +247,20 @@ impl Cache {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            let stale_tmp = name.starts_with(".tmp-")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 3600));
-            if stale_tmp || (!name.starts_with(".tmp-") && !listed.contains(name.as_ref())) {
+            if is_stale_tmp(&e) || (!name.starts_with(".tmp-") && !listed.contains(name.as_ref())) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
+}
+
+/// A temporary file (`.tmp-*`) untouched for an hour: left by a killed
+/// process, since writers rename theirs within seconds.
+fn is_stale_tmp(e: &std::fs::DirEntry) -> bool {
+    e.file_name().to_string_lossy().starts_with(".tmp-")
+        && e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 3600))
 }
 
 fn create_private(dir: &Path) -> Result<()> {
@@ -260,5 +339,24 @@ mod tests {
         let mode = std::fs::metadata(c.dir()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         assert!(Cache::open(base.path(), "../etc").is_err());
+    }
+
+    #[test]
+    fn frames_of_packs_no_longer_indexed_are_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let c = Cache::open(base.path(), "abcd").unwrap();
+        let (kept, gone) = (PackId([1; 32]), PackId([2; 32]));
+        c.put_frame(&kept, 0, b"ct");
+        c.put_frame(&gone, 3, b"ct");
+        assert_eq!(c.frame(&gone, 3).as_deref(), Some(&b"ct"[..]));
+        c.retain_frames(&|id| *id == kept);
+        assert_eq!(c.frame(&kept, 0).as_deref(), Some(&b"ct"[..]));
+        assert_eq!(c.frame(&gone, 3), None);
+        c.remove_frame(&kept, 0);
+        assert_eq!(c.frame(&kept, 0), None);
+        // A derived-only cache keeps no frames.
+        let d = Cache::open(base.path(), "abcd").unwrap().derived_only();
+        d.put_frame(&kept, 1, b"ct");
+        assert_eq!(d.frame(&kept, 1), None);
     }
 }

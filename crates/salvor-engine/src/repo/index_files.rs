@@ -97,6 +97,9 @@ impl Repository {
             );
         }
         index.finish();
+        if let Some(c) = &self.cache {
+            c.retain_frames(&|id| index.has_pack(id));
+        }
         self.persist_table(&index, &loaded, from_table);
         Ok(index)
     }
