@@ -198,6 +198,18 @@ fn a_stale_damaged_or_forged_table_is_not_used_and_is_made_again() {
     repo.load_index().unwrap();
     let table = cache.join(repo.config().id.as_str()).join("index.table");
     let files = backend.list(FileType::Index).unwrap();
+    // Loads the index, which reads `reads` index files and answers as the
+    // files themselves do.
+    let load_reading = |reads: u64| {
+        let before = backend.reads(FileType::Index);
+        let index = repo.load_index().unwrap();
+        assert_eq!(backend.reads(FileType::Index) - before, reads);
+        assert_eq!(
+            answers(&index),
+            answers(&repo.without_cache().load_index().unwrap())
+        );
+        index
+    };
 
     // A byte flipped: the mac fails, every file is read, the table is
     // written again and then used.
@@ -205,20 +217,8 @@ fn a_stale_damaged_or_forged_table_is_not_used_and_is_made_again() {
     let at = bytes.len() - 100;
     bytes[at] ^= 1;
     std::fs::write(&table, &bytes).unwrap();
-    let before = backend.reads(FileType::Index);
-    let index = repo.load_index().unwrap();
-    assert_eq!(backend.reads(FileType::Index) - before, files.len() as u64);
-    assert_eq!(
-        answers(&index),
-        answers(&repo.without_cache().load_index().unwrap())
-    );
-    let before = backend.reads(FileType::Index);
-    repo.load_index().unwrap();
-    assert_eq!(
-        backend.reads(FileType::Index),
-        before,
-        "made again and used"
-    );
+    load_reading(files.len() as u64);
+    load_reading(0); // made again, and used
 
     // Another repository's table (another key) is a forgery here.
     let other_dir = tempfile::tempdir().unwrap();
@@ -234,27 +234,12 @@ fn a_stale_damaged_or_forged_table_is_not_used_and_is_made_again() {
         .join(other.config().id.as_str())
         .join("index.table");
     std::fs::copy(&other_table, &table).unwrap();
-    let before = backend.reads(FileType::Index);
-    let index = repo.load_index().unwrap();
-    assert_eq!(backend.reads(FileType::Index) - before, files.len() as u64);
-    assert_eq!(
-        answers(&index),
-        answers(&repo.without_cache().load_index().unwrap())
-    );
+    load_reading(files.len() as u64);
 
     // A file the table was made from is gone (a compaction or repair
     // replaced it): the table is stale, and the index is read from files.
     backend.delete(FileType::Index, &files[0].0).unwrap();
-    let before = backend.reads(FileType::Index);
-    let index = repo.load_index().unwrap();
-    assert_eq!(
-        backend.reads(FileType::Index) - before,
-        files.len() as u64 - 1
-    );
-    assert_eq!(
-        answers(&index),
-        answers(&repo.without_cache().load_index().unwrap())
-    );
+    let index = load_reading(files.len() as u64 - 1);
     assert!(index.blob_count() < 72_000);
 
     // A truncated table is not an error either.
