@@ -76,6 +76,7 @@ fn main() {
                     16_000_000,
                     [0; 24],
                     frames,
+                    jiff::Timestamp::now().as_second(),
                 ));
             }
             repo.write_index(&IndexFile {

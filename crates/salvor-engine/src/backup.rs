@@ -32,6 +32,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
 use crate::pack::{Packer, Uploader};
+use crate::repo::lock::LockGuard;
 use crate::repo::{BlobReader, Repository};
 use crate::spill::SpillSet;
 
@@ -99,6 +100,8 @@ pub(crate) struct Session {
     pub warnings: Mutex<Vec<String>>,
     /// Set when storage failed: stop reading, the commit reports the error.
     pub failed: Arc<std::sync::atomic::AtomicBool>,
+    /// The run's shared lock, held until the session ends.
+    pub lock: LockGuard,
 }
 
 impl Session {
@@ -132,9 +135,21 @@ impl Session {
         }
     }
 
-    /// True once storage has failed (full disk, lost credentials, ...).
+    /// True once the run must stop: storage failed (full disk, lost
+    /// credentials, ...), the caller cancelled, or the lock was lost.
     pub fn aborted(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+            || self.repo.cancel().is_cancelled()
+            || self.lock.check().is_err()
+    }
+
+    /// Why the run stopped, when the cause is not storage (whose error the
+    /// packers report): cancellation, or a lost lock.
+    pub fn stop_error(&self) -> Option<Error> {
+        if self.repo.cancel().is_cancelled() {
+            return Some(Error::interrupted("no snapshot was recorded"));
+        }
+        self.lock.check().err()
     }
 
     pub fn warn(&self, w: String) {
@@ -160,8 +175,14 @@ impl Session {
         let (mut lens, mut batch) = (Vec::new(), Vec::new());
         while let Some(run) = cr.next_chunks(BATCH, &mut lens)? {
             if self.aborted() {
+                // A cancelled run or a lost lock is named by the caller
+                // (`stop_error`); a storage failure here.
                 return Err(std::io::Error::other(
-                    "stopped: writing to the repository failed",
+                    if self.failed.load(Ordering::Relaxed) {
+                        "stopped: writing to the repository failed"
+                    } else {
+                        "stopped before the stream's end"
+                    },
                 ));
             }
             let mut chunks = Vec::with_capacity(lens.len());
@@ -198,7 +219,7 @@ struct Run {
 impl Run {
     fn new(
         repo: &Repository,
-        index: Arc<Index>,
+        (lock, index): (LockGuard, Arc<Index>),
         progress: Arc<BackupProgress>,
         level: i32,
     ) -> Self {
@@ -215,24 +236,34 @@ impl Run {
             bytes_read: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
             failed: uploader.failed_flag(),
+            lock,
         });
         Self {
             session,
             uploader,
             start: Instant::now(),
-            time: jiff::Timestamp::now(),
+            time: repo.clock().now(),
         }
     }
 
-    /// Flushes packs, then index, then writes the snapshot: the commit point.
+    /// Flushes packs, then index, then writes the snapshot: the commit
+    /// point, reached only by a run that was not cancelled and whose lock
+    /// is still in storage.
     fn commit(
         self,
         mut snap: Snapshot,
         mut summary: BackupSummary,
     ) -> Result<(SnapshotId, Snapshot)> {
+        if let Some(e) = self.session.stop_error() {
+            return Err(e);
+        }
         let data = self.session.data.finish()?;
         let trees = self.session.trees.finish()?;
         self.uploader.finish()?;
+        if let Some(e) = self.session.stop_error() {
+            return Err(e);
+        }
+        self.session.lock.verify()?;
         summary.data_blobs_added = data.blobs;
         summary.tree_blobs_added = trees.blobs;
         summary.bytes_added = data.bytes;
@@ -310,7 +341,7 @@ pub fn backup_paths(
     }
     paths.sort();
     paths.dedup();
-    let (_lock, index, adopted) = begin(repo)?;
+    let (lock, index, adopted) = begin(repo)?;
     let path_strings: Vec<String> = paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -334,7 +365,12 @@ pub fn backup_paths(
             .ok(),
         _ => None,
     };
-    let run = Run::new(repo, index, progress, repo.config().compression_level);
+    let run = Run::new(
+        repo,
+        (lock, index),
+        progress,
+        repo.config().compression_level,
+    );
     run.uploader.adopt(adopted);
     let chunker = Chunker::new(
         repo.config().file_chunker,
@@ -386,11 +422,7 @@ pub fn backup_paths(
 /// [`Repository::remove_dead_temporaries`]).
 fn begin(
     repo: &Repository,
-) -> Result<(
-    crate::repo::lock::LockGuard,
-    Arc<Index>,
-    Vec<crate::format::index::IndexPack>,
-)> {
+) -> Result<(LockGuard, Arc<Index>, Vec<crate::format::index::IndexPack>)> {
     let lock = repo.lock(false, "backup")?;
     let mut index = repo.load_index()?;
     repo.remove_dead_temporaries(&lock)?;
@@ -467,7 +499,6 @@ pub struct StreamBackup {
     files: std::collections::BTreeMap<Vec<u8>, Node>,
     manifests: std::collections::BTreeMap<String, Manifest>,
     opts: StreamOptions,
-    _lock: crate::repo::lock::LockGuard,
 }
 
 impl StreamBackup {
@@ -483,7 +514,7 @@ impl StreamBackup {
         let (lock, index, adopted) = begin(repo)?;
         let run = Run::new(
             repo,
-            index,
+            (lock, index),
             progress,
             repo.config().stream_compression_level,
         );
@@ -497,7 +528,6 @@ impl StreamBackup {
             files: Default::default(),
             manifests: Default::default(),
             opts: opts.clone(),
-            _lock: lock,
         })
     }
 
@@ -523,18 +553,22 @@ impl StreamBackup {
                 "stream {path:?} clashes with a stream already added"
             )));
         }
-        let (content, size, _) = self
-            .run
-            .session
+        let session = &self.run.session;
+        let (content, size, _) = session
             .store_stream(reader, &self.chunker, Vec::new())
-            .map_err(|e| Error::io("cannot read stream", path, e))?;
+            .map_err(|e| {
+                session
+                    .stop_error()
+                    .unwrap_or_else(|| Error::io("cannot read stream", path, e))
+            })?;
         let mut node = Node::new(
             clean.last().expect("non-empty").as_bytes().to_vec(),
             NodeKind::File,
         );
         node.mode = 0o600;
         node.size = size;
-        node.mtime_ns = i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX);
+        let now = self.run.session.repo.clock().now();
+        node.mtime_ns = i64::try_from(now.as_nanosecond()).unwrap_or(i64::MAX);
         node.content = content.ids;
         node.content_levels = content.levels;
         self.run

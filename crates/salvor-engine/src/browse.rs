@@ -184,6 +184,9 @@ pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64
         });
         let mut n = 0;
         for batch in rx {
+            // Cancelled, or the lock lost: stop (the producer sees the
+            // channel close). Its own `Interrupted` means only that.
+            reader.check_live()?;
             let (frames, locs) = batch?;
             for l in &locs {
                 let data = blob_slice(&frames, l).expect("verified by decode_batch");

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     WrongPassword,
     /// Another process holds a conflicting lock.
     Locked,
+    /// This run's own lock vanished or went unrefreshed, so it stopped
+    /// before recording anything.
+    LockLost,
     /// Data read back failed authentication, hashing or parsing.
     Corrupt,
     /// The storage backend failed (network, permissions, full disk).
@@ -87,6 +90,12 @@ impl Error {
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Corrupt, message)
             .hint("run `salvor check --read-data` to find every damaged object")
+    }
+
+    /// The operation was cancelled (a signal, or its caller gave up)
+    /// before it finished; `left` says what that leaves undone.
+    pub fn interrupted(left: &str) -> Self {
+        Self::new(ErrorKind::Interrupted, format!("interrupted: {left}"))
     }
 
     /// An invalid argument or configuration value.

@@ -10,6 +10,7 @@
 //! - [`pack`], [`index`]: frames and packs on the write side; where each blob is.
 //! - [`content`]: a file's content list, as a tree of list blobs from format v2.
 //! - [`repo`]: an opened repository (keys, documents, snapshots, locks, blob reading).
+//! - [`clock`], [`cancel`]: the time and the stop signal every operation is given.
 //! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines;
 //!   [`priority`]: how a backup shares the CPU with the service it protects.
 //!
@@ -22,8 +23,10 @@
 pub mod backend;
 pub mod backup;
 pub mod browse;
+pub mod cancel;
 pub mod check;
 pub mod chunker;
+pub mod clock;
 pub mod content;
 pub mod crypto;
 pub mod error;

@@ -492,7 +492,8 @@ impl Packer {
         )?;
         let id = PackId(*p.hasher.finalize().as_bytes());
         self.stats.lock().unwrap().stored += p.len;
-        let entry = IndexPack::new(id, p.len, p.salt, p.frames);
+        let written = self.repo.clock().now().as_second();
+        let entry = IndexPack::new(id, p.len, p.salt, p.frames, written);
         let tx = self.upload.lock().unwrap().clone();
         tx.ok_or_else(|| {
             Error::new(

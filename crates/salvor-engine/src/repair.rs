@@ -78,7 +78,8 @@ pub(crate) fn read_pack_entry(repo: &Repository, name: &str, size: u64) -> Resul
             .object_cipher(&salt)
             .open(0, NonceDomain::PackHeader, &ct, &prefix, &what)?;
     let header: PackHeader = format::from_bytes(&plain, &what)?;
-    Ok(IndexPack::new(id, size, salt, header.frames))
+    let indexed = repo.clock().now().as_second();
+    Ok(IndexPack::new(id, size, salt, header.frames, indexed))
 }
 
 /// Rebuilds the index from the packs in storage.

@@ -17,6 +17,8 @@ use rayon::prelude::*;
 use cache::Cache;
 
 use crate::backend::{Backend, FileType};
+use crate::cancel::Cancel;
+use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::config::RepoConfig;
@@ -39,6 +41,8 @@ pub struct Repository {
     config: Arc<RepoConfig>,
     key_name: Arc<str>,
     cache: Option<Arc<Cache>>,
+    clock: Arc<dyn Clock>,
+    cancel: Cancel,
 }
 
 /// Options for [`Repository::init`].
@@ -87,7 +91,10 @@ impl Repository {
         }
         backend.create()?;
         let key = MasterKey::generate();
-        let (name, bytes) = keys::make_key_file(&key, password, opts.kdf)?;
+        // The repository's clock does not exist yet: the system's stamps
+        // the first key (a label only; nothing compares it).
+        let clock = crate::clock::system();
+        let (name, bytes) = keys::make_key_file(&key, clock.now(), password, opts.kdf)?;
         // Key first, config last: a location with a config always has a key.
         backend.write(FileType::Key, &name, &bytes)?;
         let sealed = format::seal(
@@ -103,6 +110,8 @@ impl Repository {
             config: Arc::new(opts.config.clone()),
             key_name: name.into(),
             cache: None,
+            clock,
+            cancel: Cancel::new(),
         })
     }
 
@@ -145,6 +154,8 @@ impl Repository {
             config: Arc::new(config),
             key_name: key_name.into(),
             cache: None,
+            clock: crate::clock::system(),
+            cancel: Cancel::new(),
         })
     }
 
@@ -166,6 +177,31 @@ impl Repository {
     /// Name of the key file this repository was opened with.
     pub fn key_name(&self) -> &str {
         &self.key_name
+    }
+
+    /// This repository reading time from `clock` (tests move time instead
+    /// of sleeping; see [`crate::clock`]).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock every time this repository records or compares comes from.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// This repository with operations stopping when `cancel` is raised.
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The cancellation token operations on this handle poll.
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
     }
 
     /// This repository with a local cache of its index files and

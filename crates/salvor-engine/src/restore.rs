@@ -446,6 +446,7 @@ struct WriteContext<'a> {
 
 impl WriteContext<'_> {
     fn restore_pack(&self, pack: u32, frames: FrameTargets) -> Result<()> {
+        self.reader.check_live()?;
         let index = self.reader.index();
         let info = index.pack(pack);
         let start = frames

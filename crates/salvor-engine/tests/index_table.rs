@@ -81,6 +81,7 @@ fn synthetic_file(repo: &Repository, first: u64, packs: u64) {
                 4_000_000,
                 [7; 24],
                 frames,
+                1_767_322_800,
             );
             if p % 2 == 1 {
                 pack.extensions.push(Extension {

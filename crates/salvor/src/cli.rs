@@ -15,6 +15,7 @@ mod output;
 mod password;
 mod progress;
 mod restore;
+mod signals;
 mod sources;
 
 use std::path::PathBuf;
@@ -151,7 +152,7 @@ Examples:
 pub fn exit_code(kind: ErrorKind) -> i32 {
     match kind {
         ErrorKind::RepositoryNotFound => 10,
-        ErrorKind::Locked => 11,
+        ErrorKind::Locked | ErrorKind::LockLost => 11,
         ErrorKind::WrongPassword => 12,
         ErrorKind::Interrupted => 130,
         _ => 1,
@@ -210,9 +211,15 @@ pub fn main() -> i32 {
             if is_broken_pipe(&e) {
                 return 0;
             }
-            let code = e.downcast_ref::<Error>().map_or(1, |e| exit_code(e.kind()));
+            let kind = e.downcast_ref::<Error>().map(Error::kind);
+            if signals::received() && kind != Some(ErrorKind::Interrupted) {
+                // The signal also reached the process group's dump tools, which
+                // may have failed first: the cause is still the signal.
+                eprintln!("salvor: interrupted: {}", one_line(&e));
+                return exit_code(ErrorKind::Interrupted);
+            }
             eprintln!("salvor: {}", one_line(&e));
-            code
+            kind.map_or(1, exit_code)
         }
     }
 }
@@ -270,7 +277,10 @@ enum CacheChoice {
 }
 
 /// Attaches the cache chosen by [`GlobalOptions::cache_choice`].
+/// The opened repository with the process's cancellation token and the
+/// chosen cache.
 fn with_cache(repo: Repository, cache: CacheChoice) -> salvor_engine::Result<Repository> {
+    let repo = repo.with_cancel(signals::cancel());
     let attached = match &cache {
         CacheChoice::None => return Ok(repo),
         CacheChoice::Named(dir) => return repo.with_cache(dir),

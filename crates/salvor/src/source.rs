@@ -29,6 +29,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions};
+use salvor_engine::cancel::Cancel;
 use salvor_engine::format::snapshot::{Manifest, Snapshot};
 use salvor_engine::id::SnapshotId;
 use salvor_engine::repo::BlobReader;
@@ -250,6 +251,10 @@ pub struct BackupContext<'a> {
     pub host: Option<String>,
     /// Progress counters.
     pub progress: Arc<BackupProgress>,
+    /// Raised to stop the backup: dump tools are stopped with it, so a
+    /// tool that sends nothing (waiting on a table lock) cannot hold a
+    /// cancelled backup up.
+    pub cancel: Cancel,
 }
 
 impl BackupContext<'_> {
@@ -273,6 +278,7 @@ impl BackupContext<'_> {
             start: Some((self.repo.clone(), opts, self.progress.clone())),
             name: self.name.to_string(),
             identity: self.identity.clone(),
+            cancel: self.cancel.clone(),
         })
     }
 }
@@ -348,9 +354,16 @@ pub struct Streams {
     start: Option<(PendingRepo, StreamOptions, Arc<BackupProgress>)>,
     name: String,
     identity: String,
+    cancel: Cancel,
 }
 
 impl Streams {
+    /// The backup's cancellation token, for the dump tools a source starts
+    /// ([`process::ChildReader::stop_on`]).
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
     fn begun(&mut self) -> Result<&mut StreamBackup> {
         if let Some((repo, opts, progress)) = self.start.take() {
             self.inner = Some(StreamBackup::begin(&repo.get()?, &opts, progress)?);

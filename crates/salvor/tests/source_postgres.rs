@@ -415,28 +415,7 @@ fn failures_fail_the_backup_and_record_no_snapshot() {
     assert!(!ok && text.contains("is not installed"), "{text}");
 
     // A table locked elsewhere fails the backup once lock_wait_timeout passes.
-    let mut locker = std::process::Command::new("psql")
-        .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
-        .env("PGHOST", common::var("SALVOR_TEST_PG_HOST"))
-        .env("PGPORT", common::var("SALVOR_TEST_PG_PORT"))
-        .env("PGUSER", common::var("SALVOR_TEST_PG_USER"))
-        .env("PGPASSWORD", &password)
-        .env("PGDATABASE", &db)
-        .env("PGAPPNAME", "pgt_locker")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = locker.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20);"
-        )
-        .unwrap();
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let locker = TableLock::take(&db, "t", "pgt_locker");
     let locked = format!(
         "{}\n[source.pg_locked]\ntype = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\
          password = {{ env = \"SALVOR_TEST_PG_PASSWORD\" }}\ndatabases = [\"{db}\"]\nglobals = false\n\
@@ -448,12 +427,7 @@ fn failures_fail_the_backup_and_record_no_snapshot() {
     );
     std::fs::write(w.config(), locked).unwrap();
     let (ok, text) = run(&["backup", "--source", "pg_locked"], &[]);
-    psql(
-        &db,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgt_locker'",
-    );
-    let _ = locker.kill();
-    let _ = locker.wait();
+    drop(locker);
     assert!(
         !ok && text.contains("pg_dump") && text.contains("lock"),
         "{text}"
@@ -461,6 +435,135 @@ fn failures_fail_the_backup_and_record_no_snapshot() {
 
     assert_eq!(snapshot_count(&w), 0, "a failed backup recorded a snapshot");
     // The same workspace still backs up fine.
+    w.json(&["backup", "--source", "pg"]);
+    assert_eq!(snapshot_count(&w), 1);
+}
+
+/// An ACCESS EXCLUSIVE lock on a table, held by another session (named
+/// `app`) until dropped.
+struct TableLock {
+    db: String,
+    app: String,
+    psql: std::process::Child,
+}
+
+impl TableLock {
+    fn take(db: &str, table: &str, app: &str) -> Self {
+        let mut session = std::process::Command::new("psql")
+            .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
+            .env("PGHOST", common::var("SALVOR_TEST_PG_HOST"))
+            .env("PGPORT", common::var("SALVOR_TEST_PG_PORT"))
+            .env("PGUSER", common::var("SALVOR_TEST_PG_USER"))
+            .env("PGPASSWORD", common::var("SALVOR_TEST_PG_PASSWORD"))
+            .env("PGDATABASE", db)
+            .env("PGAPPNAME", app)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            // It is terminated on drop: its "terminating connection" is noise.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let stdin = session.stdin.as_mut().unwrap();
+            writeln!(
+                stdin,
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"
+            )
+            .unwrap();
+        }
+        let held = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = '{app}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+        );
+        assert!(
+            common::world::wait_for(std::time::Duration::from_secs(10), || psql(db, &held)
+                != "0"),
+            "the lock on {table} was not taken"
+        );
+        Self {
+            db: db.into(),
+            app: app.into(),
+            psql: session,
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            psql(
+                &self.db,
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}'",
+                    self.app
+                ),
+            )
+        });
+        let _ = self.psql.kill();
+        let _ = self.psql.wait();
+    }
+}
+
+/// Sessions of `app` in `db`, as `psql` counts them.
+fn sessions(db: &str, app: &str, extra: &str) -> String {
+    psql(
+        db,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND application_name = '{app}' {extra}"
+        ),
+    )
+}
+
+#[test]
+fn sigterm_while_pg_dump_waits_on_a_lock_stops_the_dump_and_records_nothing() {
+    if !common::services("postgres sigterm_while_pg_dump_waits_on_a_lock") {
+        return;
+    }
+    let db = unique("sig");
+    let _cleanup = Dbs(vec![db.clone()]);
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    psql(&db, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+    let w = common::Workspace::new(&config(&db));
+    let locker = TableLock::take(&db, "t", "pgt_sig_locker");
+    // SIGTERM to salvor alone (what Kubernetes sends a pod's main
+    // process): pg_dump, waiting on the lock, sends nothing and gets no
+    // signal of its own; salvor must stop it.
+    let child = w.spawnable(&["backup", "--source", "pg"]).spawn().unwrap();
+    // Salvor's sessions are named `salvor`; pg_dump's first statement on
+    // a table is its LOCK TABLE ... IN ACCESS SHARE MODE.
+    let waiting = || {
+        sessions(
+            &db,
+            "salvor",
+            "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'",
+        ) != "0"
+    };
+    assert!(
+        common::world::wait_for(std::time::Duration::from_secs(30), waiting),
+        "pg_dump never waited on the lock"
+    );
+    let out = common::world::signal_and_wait(child, libc::SIGTERM);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert!(
+        common::world::wait_for(std::time::Duration::from_secs(10), || {
+            sessions(&db, "salvor", "") == "0"
+        }),
+        "pg_dump (or another session of salvor's) is still running"
+    );
+    assert_eq!(
+        snapshot_count(&w),
+        0,
+        "an interrupted backup recorded a snapshot"
+    );
+    assert!(
+        !common::world::has_lock(&w.repo()),
+        "the repository lock was left"
+    );
+    drop(locker);
     w.json(&["backup", "--source", "pg"]);
     assert_eq!(snapshot_count(&w), 1);
 }

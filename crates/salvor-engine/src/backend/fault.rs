@@ -15,6 +15,10 @@ pub struct FaultyBackend<B> {
     flip_bit: AtomicU64,
     /// Whole and ranged reads, by kind, for tests that count requests.
     reads: std::sync::Mutex<std::collections::HashMap<FileType, u64>>,
+    /// Writes of this kind fail (a connection reset) while set.
+    failing_kind: std::sync::Mutex<Option<FileType>>,
+    /// Writes refused because of `failing_kind`.
+    refused: AtomicU64,
 }
 
 impl<B: Backend> FaultyBackend<B> {
@@ -25,7 +29,17 @@ impl<B: Backend> FaultyBackend<B> {
             writes_left: AtomicI64::new(-1),
             flip_bit: AtomicU64::new(0),
             reads: Default::default(),
+            failing_kind: Default::default(),
+            refused: AtomicU64::new(0),
         }
+    }
+    /// How many writes [`Self::fail_writes_of`] refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+    /// Fails every write of `kind` (a lost connection, say), or none.
+    pub fn fail_writes_of(&self, kind: Option<FileType>) {
+        *self.failing_kind.lock().unwrap() = kind;
     }
     /// How many reads of `kind` reached the wrapped backend.
     pub fn reads(&self, kind: FileType) -> u64 {
@@ -73,6 +87,14 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             .map(|d| self.corrupt(kind, d))
     }
     fn write(&self, kind: FileType, name: &str, data: &[u8]) -> Result<()> {
+        if *self.failing_kind.lock().unwrap() == Some(kind) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("cannot write {}", kind.path(name)),
+            )
+            .source(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        }
         if self.writes_left.load(Ordering::SeqCst) == 0 {
             return Err(Error::new(
                 ErrorKind::Backend,
@@ -98,5 +120,8 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
     fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
         self.inner.remove_temporaries(older_than)
+    }
+    fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
+        self.inner.exists(kind, name)
     }
 }

@@ -35,19 +35,21 @@ pub struct IndexPack {
 }
 
 impl IndexPack {
-    /// A record of a pack written or indexed now.
+    /// A record of a pack written or indexed at `written` (Unix seconds,
+    /// from the repository's clock).
     pub fn new(
         id: PackId,
         size: u64,
         salt: [u8; crate::crypto::SALT_LEN],
         frames: Vec<FrameEntry>,
+        written: i64,
     ) -> Self {
         Self {
             id,
             size,
             salt,
             frames,
-            written: jiff::Timestamp::now().as_second(),
+            written,
             extensions: Vec::new(),
         }
     }
@@ -176,7 +178,7 @@ mod tests {
                     tag: 4,
                     data: vec![9],
                 }],
-                ..IndexPack::new(PackId([7; 32]), 100, [3; 24], Vec::new())
+                ..IndexPack::new(PackId([7; 32]), 100, [3; 24], Vec::new(), 1_767_322_800)
             }],
             supersedes: vec![IndexId([1; 32])],
             extensions: vec![Extension {

@@ -18,16 +18,46 @@ pub struct BlobReader {
     repo: Repository,
     index: Arc<Index>,
     recent: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+    /// The shared lock of a reader that took one ([`Self::open`]).
+    lock: Option<super::lock::LockGuard>,
 }
 
 impl BlobReader {
-    /// A reader over `index`.
+    /// A reader over `index`, under whatever lock the caller holds.
     pub fn new(repo: &Repository, index: Arc<Index>) -> Self {
         Self {
             repo: repo.clone(),
             index,
             recent: Mutex::new(Vec::new()),
+            lock: None,
         }
+    }
+
+    /// Takes a shared lock for `command` (so that a prune sees this reader
+    /// and keeps what it reads), then loads the index: how restore and
+    /// dump read. The lock is held as long as the reader lives; on storage
+    /// that refuses writes the reader goes without one, with a warning
+    /// ([`Repository::lock_for_reading`]).
+    ///
+    /// # Errors
+    /// Lock conflicts (an exclusive lock), an unreadable index.
+    pub fn open(repo: &Repository, command: &str) -> Result<Self> {
+        let lock = repo.lock_for_reading(command)?;
+        let index = repo.load_index()?;
+        Ok(Self {
+            lock,
+            ..Self::new(repo, Arc::new(index))
+        })
+    }
+
+    /// `Err` once the caller cancelled or this reader's lock was lost:
+    /// long readers poll it between units of work.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Interrupted`], [`crate::ErrorKind::LockLost`].
+    pub fn check_live(&self) -> Result<()> {
+        self.repo.cancel().check()?;
+        self.lock.as_ref().map_or(Ok(()), |l| l.check())
     }
 
     /// The index.

@@ -41,12 +41,14 @@ pub fn username() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Builds a key file wrapping `master` under `password`; returns (name, bytes).
+/// Builds a key file wrapping `master` under `password`, stamped `created`;
+/// returns (name, bytes).
 ///
 /// # Errors
 /// Invalid KDF parameters.
 pub fn make_key_file(
     master: &MasterKey,
+    created: jiff::Timestamp,
     password: &[u8],
     kdf: KdfParams,
 ) -> Result<(String, Vec<u8>)> {
@@ -55,7 +57,7 @@ pub fn make_key_file(
     let kek = crypto::derive_kek(password, &salt, kdf)?;
     let file = KeyFile {
         version: master.key_file_version(),
-        created: jiff::Timestamp::now().to_string(),
+        created: created.to_string(),
         hostname: hostname(),
         username: username(),
         kdf: "argon2id".into(),
@@ -233,7 +235,7 @@ impl Repository {
         if password.is_empty() {
             return Err(Error::invalid("empty password").hint("choose a non-empty password"));
         }
-        let (name, bytes) = make_key_file(self.key(), password, kdf)?;
+        let (name, bytes) = make_key_file(self.key(), self.clock().now(), password, kdf)?;
         self.backend().write(FileType::Key, &name, &bytes)?;
         Ok(name)
     }
@@ -293,7 +295,7 @@ impl Repository {
         }
         let _lock = self.lock(false, "key rotate")?;
         let rotated = self.key().rotated();
-        let (name, bytes) = make_key_file(&rotated, password, kdf)?;
+        let (name, bytes) = make_key_file(&rotated, self.clock().now(), password, kdf)?;
         self.backend().write(FileType::Key, &name, &bytes)?;
         let mut removed = Vec::new();
         for (other, _) in self.backend().list(FileType::Key)? {

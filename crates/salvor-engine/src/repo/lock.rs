@@ -6,8 +6,18 @@
 //! by a process on this host that no longer exists, is stale and ignored, so a
 //! `kill -9` never blocks the next run for long. `salvor unlock` removes stale
 //! locks (or all, with `--remove-all`).
+//!
+//! A held lock is live, not assumed: a refresh that fails is retried every
+//! [`RETRY_EVERY`], and a holder whose lock went unrefreshed for
+//! [`LOST_AFTER`], or vanished from storage (removed by `unlock --remove-all`,
+//! or by a process that judged it stale), has lost it. [`LockGuard::check`]
+//! says so, and [`LockGuard::verify`] (which also looks the lock up in
+//! storage) stands before every commit: an operation whose lock is lost
+//! stops without recording anything, since a prune may already have acted as
+//! if it were gone. All times come from the repository's clock.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,8 +30,17 @@ use crate::format::lock::LockFile;
 
 /// How often a held lock is rewritten.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How soon a failed refresh is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(30);
 /// Age after which a lock is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Age after which the holder of a lock it could not refresh gives it up:
+/// ten minutes before others may call it stale, a margin for clock skew
+/// between hosts and for the time a commit takes.
+pub const LOST_AFTER: Duration = Duration::from_secs(20 * 60);
+/// How often the refresher looks at the clock (real time): time is the
+/// repository's clock, which tests move, so the refresher cannot just sleep.
+const POLL: Duration = Duration::from_secs(1);
 
 /// A held lock; released on drop.
 pub struct LockGuard {
@@ -29,13 +48,31 @@ pub struct LockGuard {
     /// When the lock was requested: anything a writer that started later
     /// made is younger than this.
     taken: std::time::SystemTime,
-    name: std::sync::Arc<std::sync::Mutex<String>>,
+    state: Arc<LockState>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the holder and its refresher share.
+struct LockState {
+    /// The lock's current object name. Held while the lock is replaced and
+    /// while it is looked up, so a lookup never sees the gap between the
+    /// new lock's write and the old one's removal.
+    name: Mutex<String>,
+    /// Unix seconds (repository clock) of the last successful write.
+    refreshed: AtomicI64,
+    /// Why the last refresh failed, if it did.
+    last_error: Mutex<Option<String>>,
+    /// Set when the lock is known to be gone from storage.
+    lost: Mutex<Option<String>>,
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -43,13 +80,71 @@ fn process_alive(pid: u32) -> bool {
 }
 
 impl LockFile {
-    /// Whether this lock no longer counts.
-    pub fn is_stale(&self) -> bool {
-        let age = now() - self.refreshed;
-        if age > STALE_AFTER.as_secs() as i64 {
+    /// Whether this lock no longer counts at `now` (Unix seconds).
+    pub fn is_stale_at(&self, now: i64) -> bool {
+        let age = now - self.refreshed;
+        if age > STALE_AFTER.as_secs().cast_signed() {
             return true;
         }
         self.hostname == hostname() && !process_alive(self.pid)
+    }
+}
+
+fn lock_lost(why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::LockLost,
+        format!("this run lost its repository lock: {why}; nothing was recorded"),
+    )
+    .hint("run it again; if locks keep being lost, check the storage connection and that nobody removes live locks")
+}
+
+impl LockGuard {
+    /// The lock's current object name.
+    pub fn name(&self) -> String {
+        self.state.name.lock().unwrap().clone()
+    }
+
+    /// Whether the lock still holds, from what the refresher has seen.
+    ///
+    /// # Errors
+    /// [`ErrorKind::LockLost`] when the lock vanished from storage or has
+    /// gone unrefreshed for [`LOST_AFTER`].
+    pub fn check(&self) -> Result<()> {
+        if let Some(why) = &*self.state.lost.lock().unwrap() {
+            return Err(lock_lost(why));
+        }
+        let now = self.repo.clock().now().as_second();
+        let age = now - self.state.refreshed.load(Ordering::SeqCst);
+        if age >= LOST_AFTER.as_secs().cast_signed() {
+            let cause = self
+                .state
+                .last_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| "no refresh ran".into());
+            return Err(lock_lost(format!(
+                "it could not be refreshed for {} minutes ({cause})",
+                age / 60
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`], and the lock is looked up in storage: what a
+    /// commit does before it records anything.
+    ///
+    /// # Errors
+    /// [`ErrorKind::LockLost`]; backend failures of the lookup.
+    pub fn verify(&self) -> Result<()> {
+        self.check()?;
+        let name = self.state.name.lock().unwrap();
+        if !self.repo.backend().exists(FileType::Lock, &name)? {
+            let why = "it was removed from storage by another process".to_string();
+            *self.state.lost.lock().unwrap() = Some(why.clone());
+            return Err(lock_lost(why));
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +192,7 @@ impl Repository {
 
     fn conflict(&self, exclusive: bool, except: Option<&str>) -> Result<Option<LockFile>> {
         let locks = self.locks()?;
+        let now = self.clock().now().as_second();
         for (name, e) in &locks.unreadable {
             tracing::warn!(
                 "ignoring lock {name}, which cannot be read ({e}); `salvor unlock` removes it"
@@ -106,18 +202,19 @@ impl Repository {
             .readable
             .into_iter()
             .filter(|(n, l)| {
-                Some(n.as_str()) != except && !l.is_stale() && (exclusive || l.exclusive)
+                Some(n.as_str()) != except && !l.is_stale_at(now) && (exclusive || l.exclusive)
             })
             .map(|(_, l)| l)
             .next())
     }
 
-    fn write_lock(&self, exclusive: bool, command: &str) -> Result<String> {
+    /// Writes a lock stamped `refreshed`; returns its name.
+    fn write_lock(&self, exclusive: bool, command: &str, refreshed: i64) -> Result<String> {
         let lock = LockFile {
             exclusive,
             hostname: hostname(),
             pid: std::process::id(),
-            refreshed: now(),
+            refreshed,
             command: command.into(),
         };
         let id = self.write_doc(
@@ -126,6 +223,26 @@ impl Repository {
             &serde_json::to_vec(&lock).expect("lock json"),
         )?;
         Ok(hex::encode(id))
+    }
+
+    /// One refresh: the held lock must still be in storage (else it is
+    /// lost, and is not written again: a prune may have acted on its
+    /// absence); a new lock is written, then the old one removed.
+    fn refresh_lock(&self, state: &LockState, exclusive: bool, command: &str) -> Result<()> {
+        let mut name = state.name.lock().unwrap();
+        if !self.backend().exists(FileType::Lock, &name)? {
+            *state.lost.lock().unwrap() =
+                Some("it was removed from storage by another process".into());
+            return Ok(());
+        }
+        let now = self.clock().now().as_second();
+        let new = self.write_lock(exclusive, command, now)?;
+        let old = std::mem::replace(&mut *name, new);
+        state.refreshed.store(now, Ordering::SeqCst);
+        *state.last_error.lock().unwrap() = None;
+        // A leftover old lock is harmless: it goes stale.
+        let _ = self.backend().delete(FileType::Lock, &old);
+        Ok(())
     }
 
     /// Takes a shared or exclusive lock, refreshed in the background.
@@ -149,31 +266,52 @@ impl Repository {
             )
             .hint("wait for it to finish; if that process is dead, run `salvor unlock`")
         };
-        let taken = std::time::SystemTime::now();
+        let taken = self.clock().system_time();
         if let Some(l) = self.conflict(exclusive, None)? {
             return Err(locked(l));
         }
-        let name = self.write_lock(exclusive, command)?;
+        let refreshed = self.clock().now().as_second();
+        let name = self.write_lock(exclusive, command, refreshed)?;
         // Re-check after writing: two processes may have raced past the first check.
         if let Some(l) = self.conflict(exclusive, Some(&name))? {
             let _ = self.backend().delete(FileType::Lock, &name);
             return Err(locked(l));
         }
-        let name = std::sync::Arc::new(std::sync::Mutex::new(name));
+        let state = Arc::new(LockState {
+            name: Mutex::new(name),
+            refreshed: AtomicI64::new(refreshed),
+            last_error: Mutex::new(None),
+            lost: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel::<()>();
-        let (repo, shared, cmd) = (self.clone(), name.clone(), command.to_string());
+        let (repo, shared, cmd) = (self.clone(), state.clone(), command.to_string());
         let refresher = std::thread::spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
-                if let Ok(new) = repo.write_lock(exclusive, &cmd) {
-                    let old = std::mem::replace(&mut *shared.lock().unwrap(), new);
-                    let _ = repo.backend().delete(FileType::Lock, &old);
+            let mut due = refreshed + REFRESH_EVERY.as_secs().cast_signed();
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(POLL) {
+                let now = repo.clock().now().as_second();
+                if now < due {
+                    continue;
+                }
+                match repo.refresh_lock(&shared, exclusive, &cmd) {
+                    Ok(()) if shared.lost.lock().unwrap().is_some() => {
+                        tracing::error!(
+                            "the repository lock of `{cmd}` was removed by another process"
+                        );
+                        return;
+                    }
+                    Ok(()) => due = now + REFRESH_EVERY.as_secs().cast_signed(),
+                    Err(e) => {
+                        tracing::warn!("cannot refresh the repository lock (retrying): {e}");
+                        *shared.last_error.lock().unwrap() = Some(e.to_string());
+                        due = now + RETRY_EVERY.as_secs().cast_signed();
+                    }
                 }
             }
         });
         Ok(LockGuard {
             repo: self.clone(),
             taken,
-            name,
+            state,
             stop: Some(tx),
             refresher: Some(refresher),
         })
@@ -207,17 +345,18 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn remove_dead_temporaries(&self, held: &LockGuard) -> Result<u64> {
-        let ours = held.name.lock().unwrap().clone();
+        let ours = held.name();
         let locks = self.locks()?;
+        let now = self.clock().now().as_second();
         let alone = locks
             .readable
             .iter()
-            .all(|(n, l)| *n == ours || l.is_stale());
+            .all(|(n, l)| *n == ours || l.is_stale_at(now));
         // A margin for file times that come from a file server's clock.
         let cutoff = if alone {
             held.taken - Duration::from_secs(2)
         } else {
-            std::time::SystemTime::now() - STALE_AFTER
+            self.clock().system_time() - STALE_AFTER
         };
         self.backend().remove_temporaries(cutoff)
     }
@@ -229,13 +368,14 @@ impl Repository {
     /// Backend failures.
     pub fn unlock(&self, all: bool) -> Result<usize> {
         let locks = self.locks()?;
+        let now = self.clock().now().as_second();
         let mut n = 0;
         for (name, _) in &locks.unreadable {
             self.backend().delete(FileType::Lock, name)?;
             n += 1;
         }
         for (name, l) in &locks.readable {
-            if all || l.is_stale() {
+            if all || l.is_stale_at(now) {
                 self.backend().delete(FileType::Lock, name)?;
                 n += 1;
             }
@@ -250,7 +390,7 @@ impl Drop for LockGuard {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let name = self.name.lock().unwrap().clone();
+        let name = self.name();
         let _ = self.repo.backend().delete(FileType::Lock, &name);
     }
 }

@@ -63,6 +63,7 @@ fn read_exclude_file(path: &std::path::Path) -> salvor_engine::Result<Vec<String
 
 /// Runs `salvor backup`.
 pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
+    super::signals::install();
     // First, so every thread and dump tool of the backup inherits it.
     if !salvor_engine::priority::run_as_batch() {
         tracing::debug!("SCHED_BATCH not available; backing up at normal priority");

@@ -257,6 +257,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         tags: Vec::new(),
         host: None,
         progress: Arc::default(),
+        cancel: repo.cancel().clone(),
     };
     let (id4, snap_db) = (&sqlite).backup(&ctx)?;
     let tables = snap_db.manifests["app_db"]["tables"].clone();

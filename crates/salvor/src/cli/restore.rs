@@ -55,6 +55,7 @@ pub struct RestoreArgs {
 
 /// Runs `salvor restore`.
 pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
+    super::signals::install();
     if let Some(name) = &a.source {
         // A flag that does not apply must never be dropped silently: with
         // --yes, a source restore ignoring --target or --include would
@@ -83,7 +84,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         .expect("clap requires --target without --source");
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let reader = BlobReader::open(&repo, "restore")?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
     let ticker = Ticker::start(
@@ -140,9 +141,10 @@ pub struct DumpArgs {
 
 /// Runs `salvor dump`.
 pub fn dump(g: &GlobalOptions, a: &DumpArgs) -> anyhow::Result<i32> {
+    super::signals::install();
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let reader = BlobReader::open(&repo, "dump")?;
     let node = browse::find(&reader, &snap.tree, &a.path)?.ok_or_else(|| {
         Error::invalid("dump needs a file path")
             .hint("name a file, e.g. `salvor dump latest db.sql`")

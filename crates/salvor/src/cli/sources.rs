@@ -38,9 +38,14 @@ pub fn backup(
             tags: tags.to_vec(),
             host: host.cloned(),
             progress: Arc::default(),
+            cancel: super::signals::cancel(),
         };
         let (id, snap) = match cfg.build().backup(&ctx) {
             Ok(r) => r,
+            // Cancelled: stop here, the later sources must not start.
+            Err(e) if super::signals::received() => {
+                return Err(e.context(format!("source {name}")).into());
+            }
             Err(e) => {
                 // A repository that cannot open (wrong password, ...) is the
                 // cause to report, whatever the source ran into meanwhile.
@@ -114,7 +119,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         .hint("list snapshots with `salvor snapshots`; source snapshots are tagged source:NAME")
         .into());
     }
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let reader = BlobReader::open(&repo, "restore")?;
     let ctx = RestoreContext {
         reader: &reader,
         snapshot: &snap,

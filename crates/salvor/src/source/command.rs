@@ -58,7 +58,8 @@ impl Source for &CommandConfig {
     fn backup(&self, ctx: &BackupContext) -> Result<(SnapshotId, Snapshot)> {
         let mut streams = ctx.streams()?;
         let child =
-            process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?;
+            process::spawn_reader(sh(&self.command), &format!("command {:?}", self.command))?
+                .stop_on(streams.cancel());
         let mut h = HashingReader::new(child);
         streams.add(&self.stream, &mut h)?;
         let manifest = json!({

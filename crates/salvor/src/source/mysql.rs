@@ -114,7 +114,8 @@ impl MysqlConfig {
         .args(&self.dump_args)
         .arg(db);
         let tool = cmd.get_program().to_string_lossy().into_owned();
-        let child = process::spawn_reader(cmd, &format!("{tool} of database {db}"))?;
+        let child = process::spawn_reader(cmd, &format!("{tool} of database {db}"))?
+            .stop_on(streams.cancel());
         let mut reader = ScanReader::new(child, InsertCounter::default());
         let stream = format!("{db}.sql");
         let bytes = streams.add(&stream, &mut reader)?;

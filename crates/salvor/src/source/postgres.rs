@@ -152,7 +152,8 @@ impl PostgresConfig {
                 .map(|t| format!("--lock-wait-timeout={t}")),
         )
         .args(&self.dump_args);
-        let child = process::spawn_reader(cmd, &format!("pg_dump of database {db}"))?;
+        let child = process::spawn_reader(cmd, &format!("pg_dump of database {db}"))?
+            .stop_on(streams.cancel());
         // Dump first (a table pg_dump cannot lock fails with pg_dump's own
         // message); the counts run beside it, so they add no wall time.
         if let Some((s, _)) = &mut session {

@@ -8,6 +8,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use salvor_engine::cancel::Cancel;
 use salvor_engine::{Error, ErrorKind, Result};
 
 /// salvor's own secrets, removed from every child's environment: a dump
@@ -97,6 +98,9 @@ pub struct ChildReader {
     stderr_thread: Option<JoinHandle<()>>,
     what: String,
     finished: bool,
+    /// Set (under its lock) before the child is reaped, so a watcher
+    /// ([`ChildReader::stop_on`]) never signals a pid that was reused.
+    reaped: Arc<Mutex<bool>>,
 }
 
 /// Starts `cmd` with stdout and stderr piped and the given stdin; a missing
@@ -129,6 +133,7 @@ pub fn spawn_reader(mut cmd: Command, what: &str) -> Result<ChildReader> {
         stderr_thread,
         what: what.to_string(),
         finished: false,
+        reaped: Arc::default(),
     })
 }
 
@@ -139,9 +144,41 @@ fn widen_pipe(pipe: &std::process::ChildStdout) {
     let _ = rustix::pipe::fcntl_setpipe_size(pipe, 1 << 20);
 }
 
+/// How often a watcher looks at its cancellation token.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl ChildReader {
+    /// Sends the tool SIGTERM once `cancel` is raised: its output ends, and
+    /// the backup reading it stops even when the tool was sending nothing
+    /// (waiting on a lock, or on a slow server).
+    #[must_use]
+    pub fn stop_on(self, cancel: &Cancel) -> Self {
+        let (cancel, reaped) = (cancel.clone(), self.reaped.clone());
+        let pid = rustix::process::Pid::from_raw(self.child.id().cast_signed());
+        std::thread::spawn(move || {
+            loop {
+                {
+                    let reaped = reaped.lock().unwrap();
+                    if *reaped {
+                        return;
+                    }
+                    if cancel.is_cancelled() {
+                        if let Some(pid) = pid {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                        }
+                        return;
+                    }
+                }
+                std::thread::sleep(WATCH_EVERY);
+            }
+        });
+        self
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         self.finished = true;
+        *self.reaped.lock().unwrap() = true;
         let status = self.child.wait()?;
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
@@ -190,6 +227,7 @@ const COALESCE_NAP: std::time::Duration = std::time::Duration::from_millis(1);
 impl Drop for ChildReader {
     fn drop(&mut self) {
         if !self.finished {
+            *self.reaped.lock().unwrap() = true;
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

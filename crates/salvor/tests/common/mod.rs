@@ -69,6 +69,22 @@ impl Workspace {
         c
     }
 
+    /// A `std` command of the binary with this workspace's environment,
+    /// for tests that spawn it and signal it.
+    pub fn spawnable(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_salvor"));
+        c.env("SALVOR_REPO", self.repo())
+            .env("SALVOR_PASSWORD", "test-password")
+            .env("SALVOR_CONFIG", self.config())
+            .env_remove("SALVOR_PASSWORD_FILE")
+            .env_remove("SALVOR_PASSWORD_COMMAND")
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    }
+
     /// Runs salvor with `args` and `--json`, expecting success; returns the JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.salvor().arg("--json").args(args).output().unwrap();

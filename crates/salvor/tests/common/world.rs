@@ -496,6 +496,29 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Sends `signal` to `child` and waits (up to a minute) for it to end;
+/// returns its output. Panics when it does not end.
+pub fn signal_and_wait(mut child: std::process::Child, signal: i32) -> Output {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child, which has not been waited for.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill failed");
+    let ended = wait_for(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        panic!("salvor did not stop within a minute of signal {signal}");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// True once a process holds a lock in the local repository at `repo`.
+pub fn has_lock(repo: &Path) -> bool {
+    count_files(&repo.join("locks")) > 0
+}
+
 pub fn snapshot_id(backup: &Value) -> String {
     backup["snapshot"]
         .as_str()

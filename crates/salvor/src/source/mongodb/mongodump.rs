@@ -69,7 +69,7 @@ pub(super) fn backup_mongodump(
     if oplog {
         cmd.arg("--oplog");
     }
-    let child = process::spawn_reader(cmd, "mongodump")?;
+    let child = process::spawn_reader(cmd, "mongodump")?.stop_on(streams.cancel());
     streams.add(ARCHIVE, child)?;
     Ok(oplog)
 }
