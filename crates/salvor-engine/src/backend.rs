@@ -4,8 +4,10 @@
 //! `ReadBackend`/`WriteBackend`): list, read, ranged read, write, delete, keyed
 //! by [`FileType`]. Providers live in submodules and are chosen by URL in
 //! [`open_url`], the one place that knows every scheme. Cross-cutting concerns
-//! (fault injection for tests today; rate limiting later) are decorators around
-//! any backend, never inside a provider.
+//! are decorators around any backend, never inside a provider: request
+//! metrics ([`metered`]), retries of transient failures ([`retry`]), a bound
+//! on concurrent requests ([`limit`]) and, in tests, fault injection
+//! ([`fault`]). [`conformance`] checks the contract below against any of them.
 //!
 //! # Contract every provider keeps
 //! - `write` is atomic and durable: once it returns, the object is complete and
@@ -16,8 +18,12 @@
 //! - `delete` of a missing object succeeds (idempotent).
 //! - A missing object is reported as [`ErrorKind::NotFound`].
 
+pub mod conformance;
 pub mod fault;
+pub mod limit;
+pub mod metered;
 pub mod opendal;
+pub mod retry;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -73,6 +79,30 @@ impl FileType {
     }
 }
 
+/// One stored object, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's name within its kind's directory.
+    pub name: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When the store last wrote it, by the store's clock, where the store
+    /// says (local disk, S3 and SFTP all do). Prune's grace periods read
+    /// it: it is the one time a host with a wrong clock cannot forge.
+    pub modified: Option<jiff::Timestamp>,
+}
+
+impl ObjectInfo {
+    /// An object known by name and size only.
+    pub fn new(name: impl Into<String>, size: u64) -> Self {
+        Self {
+            name: name.into(),
+            size,
+            modified: None,
+        }
+    }
+}
+
 /// A storage backend. See the module documentation for the contract.
 pub trait Backend: Send + Sync {
     /// The location as the user gave it (no credentials).
@@ -82,11 +112,11 @@ pub trait Backend: Send + Sync {
     fn is_local(&self) -> bool {
         false
     }
-    /// Names and sizes of every object of `kind`.
+    /// Every object of `kind`, in no particular order.
     ///
     /// # Errors
     /// Backend failures.
-    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>>;
+    fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>>;
     /// The whole object.
     ///
     /// # Errors
@@ -168,6 +198,11 @@ pub trait Backend: Send + Sync {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+    /// The requests this backend has sent so far, when a
+    /// [`metered::MeteredBackend`] counts them; decorators pass it through.
+    fn requests(&self) -> Option<metered::Requests> {
+        None
     }
 }
 
@@ -255,7 +290,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn is_local(&self) -> bool {
         (**self).is_local()
     }
-    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+    fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>> {
         (**self).list(kind)
     }
     fn read(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
@@ -290,6 +325,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         (**self).exists(kind, name)
+    }
+    fn requests(&self) -> Option<metered::Requests> {
+        (**self).requests()
     }
 }
 
@@ -335,5 +373,25 @@ pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
             Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
         );
     }
-    Ok(Box::new(opendal::OpendalBackend::from_url(url)?))
+    Ok(decorate(opendal::OpendalBackend::from_url(url)?))
+}
+
+/// Concurrent requests a remote repository gets at most: the uploads
+/// ([`Backend::connections`]) with room beside them for the reads, lists
+/// and lock refreshes of the same run.
+pub const REMOTE_REQUEST_LIMIT: usize = 8;
+
+/// The decorators every repository's provider gets, innermost first:
+/// requests are counted as the store sees them (each retry is one more),
+/// then for a remote store transient failures are retried and concurrent
+/// requests bounded. A local disk is neither: its errors do not pass by
+/// waiting, and its one writer needs no bound.
+pub fn decorate<B: Backend + 'static>(provider: B) -> Box<dyn Backend> {
+    let local = provider.is_local();
+    let metered = metered::MeteredBackend::new(provider);
+    if local {
+        return Box::new(metered);
+    }
+    let retried = retry::RetryingBackend::new(metered, retry::RetryPolicy::default());
+    Box::new(limit::LimitedBackend::new(retried, REMOTE_REQUEST_LIMIT))
 }

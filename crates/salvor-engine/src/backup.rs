@@ -427,7 +427,9 @@ fn begin(
     let mut index = repo.load_index()?;
     repo.remove_dead_temporaries(&lock)?;
     let mut adopted = Vec::new();
-    for (name, size) in repo.backend().list(crate::backend::FileType::Pack)? {
+    for crate::backend::ObjectInfo { name, size, .. } in
+        repo.backend().list(crate::backend::FileType::Pack)?
+    {
         let Ok(id) = crate::id::PackId::from_hex(&name) else {
             continue;
         };

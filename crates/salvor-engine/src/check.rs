@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::backend::FileType;
+use crate::backend::{FileType, ObjectInfo};
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId};
@@ -126,7 +126,7 @@ pub fn check(
         r.errors.push(e.clone_message());
     }
     let mut index = Index::spilling(repo.spill_dir());
-    for (name, _) in repo.backend().list(FileType::Index)? {
+    for ObjectInfo { name, .. } in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {
             Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
             Err(e) => r.errors.push(format!("index file {name}: {e}")),
@@ -136,7 +136,12 @@ pub fn check(
     let index = Arc::new(index);
     r.packs = index.packs().len() as u64;
     r.blobs = index.blob_count() as u64;
-    let stored: HashMap<String, u64> = repo.backend().list(FileType::Pack)?.into_iter().collect();
+    let stored: HashMap<String, u64> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
     for p in index.packs() {
         match stored.get(&p.id.to_hex()) {
             None => r.errors.push(format!(
@@ -167,7 +172,7 @@ pub fn check(
 fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) -> Result<()> {
     let reader = BlobReader::new(repo, index.clone());
     let mut seen: IdSet<BlobId> = IdSet::default();
-    for (name, _) in repo.backend().list(FileType::Snapshot)? {
+    for ObjectInfo { name, .. } in repo.backend().list(FileType::Snapshot)? {
         let snap =
             match crate::id::SnapshotId::from_hex(&name).and_then(|id| repo.read_snapshot(&id)) {
                 Ok(s) => s,

@@ -41,6 +41,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    /// Whether trying the same request again may succeed (see [`Error::is_transient`]).
+    transient: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -54,8 +56,26 @@ impl Error {
             kind,
             message: message.into(),
             hint: None,
+            transient: false,
             source: None,
         }
+    }
+
+    /// Marks the error as transient: the same request may succeed if sent
+    /// again (a timeout, a reset connection, a 5xx or a throttling reply).
+    #[must_use]
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    /// Whether the same request may succeed if sent again. Only backends
+    /// say so, for what the store itself reports as temporary or for a
+    /// connection that broke; everything else (a missing object, a refused
+    /// permission, a full disk, corrupt data) is permanent, and retrying it
+    /// would only delay the error.
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 
     /// Adds the sentence that tells the user what to do next.

@@ -92,7 +92,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
         .backend()
         .list(FileType::Index)?
         .into_iter()
-        .map(|(n, _)| n)
+        .map(|o| o.name)
         .collect();
     // What the old index says, from every file that still opens: a pack
     // whose header is damaged keeps these entries rather than being dropped.
@@ -105,7 +105,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
     let packs = repo.backend().list(FileType::Pack)?;
     let read: Vec<(String, Result<IndexPack>)> = packs
         .par_iter()
-        .map(|(name, size)| (name.clone(), read_pack_entry(repo, name, *size)))
+        .map(|o| (o.name.clone(), read_pack_entry(repo, &o.name, o.size)))
         .collect();
     let mut stats = RepairStats::default();
     let mut entries = Vec::new();

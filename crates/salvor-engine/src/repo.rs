@@ -368,13 +368,13 @@ impl Repository {
         if let Some(c) = &self.cache {
             c.retain(
                 FileType::Snapshot,
-                &names.iter().map(|(n, _)| n.as_str()).collect(),
+                &names.iter().map(|o| o.name.as_str()).collect(),
             );
         }
         let results: Vec<Result<(SnapshotId, Snapshot)>> = names
             .par_iter()
-            .map(|(n, _)| {
-                let id = SnapshotId::from_hex(n)?;
+            .map(|o| {
+                let id = SnapshotId::from_hex(&o.name)?;
                 Ok((id, self.read_snapshot(&id)?))
             })
             .collect();
@@ -429,7 +429,7 @@ impl Repository {
         let names = self.backend.list(FileType::Snapshot)?;
         let matches: Vec<&String> = names
             .iter()
-            .map(|(n, _)| n)
+            .map(|o| &o.name)
             .filter(|n| n.starts_with(spec))
             .collect();
         match matches.as_slice() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use salvor_engine::Repository;
 use salvor_engine::backend::fault::FaultyBackend;
 use salvor_engine::backend::opendal::OpendalBackend;
-use salvor_engine::backend::{Backend, FileType};
+use salvor_engine::backend::{Backend, FileType, ObjectInfo};
 use salvor_engine::backup::{BackupProgress, StreamOptions, backup_stream};
 use salvor_engine::check::{CheckOptions, CheckProgress, Subset, check};
 use salvor_engine::crypto::KdfParams;
@@ -50,7 +50,7 @@ fn index_names(b: &dyn Backend) -> Vec<String> {
     b.list(FileType::Index)
         .unwrap()
         .into_iter()
-        .map(|(n, _)| n)
+        .map(|o| o.name)
         .collect()
 }
 
@@ -168,10 +168,10 @@ impl<B: Backend> Backend for Vanishing<B> {
     fn location(&self) -> &str {
         self.0.location()
     }
-    fn list(&self, kind: FileType) -> salvor_engine::Result<Vec<(String, u64)>> {
+    fn list(&self, kind: FileType) -> salvor_engine::Result<Vec<ObjectInfo>> {
         let mut l = self.0.list(kind)?;
         if kind == FileType::Index && !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            l.push(("ab".repeat(32), 100));
+            l.push(ObjectInfo::new("ab".repeat(32), 100));
         }
         Ok(l)
     }

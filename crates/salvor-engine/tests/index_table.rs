@@ -239,7 +239,7 @@ fn a_stale_damaged_or_forged_table_is_not_used_and_is_made_again() {
 
     // A file the table was made from is gone (a compaction or repair
     // replaced it): the table is stale, and the index is read from files.
-    backend.delete(FileType::Index, &files[0].0).unwrap();
+    backend.delete(FileType::Index, &files[0].name).unwrap();
     let index = load_reading(files.len() as u64 - 1);
     assert!(index.blob_count() < 72_000);
 

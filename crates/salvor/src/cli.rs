@@ -144,6 +144,18 @@ Examples:
     Repair(check::RepairArgs),
     /// Remove stale locks left by killed processes.
     Unlock(check::UnlockArgs),
+    /// Check that a store behaves as a repository needs, before you trust it with one.
+    ///
+    /// Runs the backend contract (missing objects, listing after write, ranged
+    /// reads, large objects written in pieces, concurrent writers, deletes)
+    /// in a new location `salvor-check-<random>` under --repo, and removes
+    /// every object it wrote. Needs no password and no repository. SFTP
+    /// servers may keep the empty directories.
+    #[command(after_help = "\
+Examples:
+  salvor check-storage --repo s3://backups/salvor
+  salvor --json check-storage --repo sftp://backup@nas/srv/salvor")]
+    CheckStorage(check::CheckStorageArgs),
     /// Run the built-in demo: back up a sample tree into a local repository, check, restore, compare.
     Demo(demo::DemoArgs),
 }
@@ -257,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => sources::inspect(g, &a),
         Command::Key(a) => key::run(g, &a),
         Command::Unlock(a) => check::unlock(g, &a),
+        Command::CheckStorage(a) => check::check_storage(g, &a),
         Command::Repair(a) => check::repair(g, &a),
         Command::Demo(a) => demo::run(g, &a),
     }

@@ -38,7 +38,8 @@ fn s3_repository_init_backup_check_restore() {
     let src = w.path("src");
     rich_tree(&src);
     let src_arg = src.to_str().unwrap();
-    run(&["backup", "-q", src_arg], None);
+    let out = run(&["backup", "--json", src_arg], None);
+    let first_backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let dump = text(9, 3 << 20);
     run(
         &["backup", "-q", "--stdin", "--stdin-name", "db.sql"],
@@ -66,6 +67,21 @@ fn s3_repository_init_backup_check_restore() {
         Some(true),
         "{v}"
     );
+    // What each backup sent to the bucket (S3 bills per request): the
+    // unchanged re-backup, with the local cache, writes only its snapshot,
+    // index and lock objects, and sends a few dozen requests.
+    let requests = |v: &serde_json::Value, kind: &str| v["requests"][kind].as_u64().unwrap();
+    assert!(requests(&first_backup, "write") >= 3, "{first_backup}");
+    assert!(requests(&v, "write") <= 6, "{v}");
+    let total: u64 = ["list", "read", "write", "delete", "exists"]
+        .iter()
+        .map(|k| requests(&v, k))
+        .sum();
+    assert!(
+        total <= 40,
+        "an unchanged re-backup sent {total} requests: {v}"
+    );
+    assert_eq!(requests(&v, "failed"), 0, "{v}");
 
     // A remote repository gets a local cache of its index files and
     // snapshots by default (in the test's XDG_CACHE_HOME), every copy named
@@ -148,4 +164,32 @@ fn s3_backups_killed_mid_upload_leave_a_repository_that_checks_clean() {
         c
     };
     killed_uploads_leave_a_clean_repository(&command);
+}
+
+/// The backend contract (`salvor check-storage`) against the real S3
+/// server: every check passes, and the objects it wrote are gone.
+#[test]
+fn s3_store_passes_check_storage() {
+    if !common::services("s3_store_passes_check_storage") {
+        return;
+    }
+    let w = World::new();
+    let base = format!(
+        "s3://{}/conformance-{}",
+        var("SALVOR_TEST_S3_BUCKET"),
+        std::process::id()
+    );
+    let mut c = w.cmd();
+    c.env("AWS_ACCESS_KEY_ID", var("SALVOR_TEST_S3_ACCESS_KEY"))
+        .env("AWS_SECRET_ACCESS_KEY", var("SALVOR_TEST_S3_SECRET_KEY"))
+        .env("AWS_ENDPOINT_URL", var("SALVOR_TEST_S3_ENDPOINT"))
+        .env("AWS_REGION", var("SALVOR_TEST_S3_REGION"))
+        .env_remove("SALVOR_PASSWORD")
+        .args(["--json", "check-storage", "--repo", &base]);
+    let out = c.output().unwrap();
+    assert_no_panic(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v:#}\n{}", show(&out));
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert!(v["requests"]["write"].as_u64().unwrap() > 8, "{v}");
 }

@@ -188,3 +188,20 @@ fn sftp_backups_killed_mid_upload_leave_a_repository_that_checks_clean() {
     let sftp = Sftp::new(&w, Path::new(&var("SALVOR_TEST_SFTP_KNOWN_HOSTS")));
     killed_uploads_leave_a_clean_repository(&|args| sftp.spawnable(&w, args));
 }
+
+/// The backend contract (`salvor check-storage`) against the real sshd:
+/// every check passes.
+#[test]
+fn sftp_store_passes_check_storage() {
+    if !common::services("sftp_store_passes_check_storage") {
+        return;
+    }
+    let w = World::new();
+    let sftp = Sftp::new(&w, Path::new(&var("SALVOR_TEST_SFTP_KNOWN_HOSTS")));
+    std::fs::create_dir_all(w.path("remote-repo")).unwrap();
+    let out = sftp.ok(&w, &["--json", "check-storage"], None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failed"], 0, "{v:#}");
+    // Every object is gone; SFTP keeps the empty directories.
+    assert_eq!(count_files(&w.path("remote-repo")), 0);
+}

@@ -161,7 +161,7 @@ fn vectors(dir: &Path, version: u8) -> String {
     out.push(format!("config {} {}", plain.len(), hash(&plain)));
     out.push(format!("config-json {}", String::from_utf8(plain).unwrap()));
     let names = |ft: FileType| {
-        let mut n: Vec<String> = b.list(ft).unwrap().into_iter().map(|(n, _)| n).collect();
+        let mut n: Vec<String> = b.list(ft).unwrap().into_iter().map(|o| o.name).collect();
         n.sort();
         n
     };

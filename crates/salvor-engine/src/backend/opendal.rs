@@ -12,14 +12,17 @@
 //! bits (`chmod g+rx` to read, `g+rwx` to also write); new files and
 //! directories then get the same group bits, as restic does.
 //!
-//! Only remote stores retry: a local disk's errors (full, read-only, no
-//! permission) do not go away by waiting, and each retry cost seconds.
+//! Retries are not made here but by [`super::retry`], around any provider:
+//! this one only says which failures are transient (what OpenDAL marks
+//! temporary). [`super::open_url`] retries remote stores only: a local
+//! disk's errors (full, read-only, no permission) do not go away by
+//! waiting, and each retry costs seconds.
 
 use std::path::{Path, PathBuf};
 
-use opendal::{ErrorKind as OdKind, Operator, blocking, layers::RetryLayer, options, services};
+use opendal::{ErrorKind as OdKind, Operator, blocking, options, services};
 
-use super::{Backend, FileType, ObjectSink};
+use super::{Backend, FileType, ObjectInfo, ObjectSink};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A backend reached through OpenDAL.
@@ -130,33 +133,6 @@ impl Drop for FileSink {
     }
 }
 
-/// Retries of a remote store are logged once at warning level (the first)
-/// and then at debug level, so an outage is one line, not dozens.
-#[derive(Default)]
-struct RetryLog {
-    warned: std::sync::atomic::AtomicBool,
-}
-
-impl opendal::layers::RetryInterceptor for RetryLog {
-    fn intercept(&self, event: opendal::layers::RetryEvent<'_>) {
-        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::debug!(
-                "retrying {} (attempt {}): {}",
-                event.op,
-                event.attempt,
-                event.err
-            );
-        } else {
-            tracing::warn!(
-                "the repository storage failed, retrying {} in {:.1}s: {}",
-                event.op,
-                event.retry_after.as_secs_f64(),
-                event.err
-            );
-        }
-    }
-}
-
 fn od_err(what: String, e: opendal::Error) -> Error {
     let kind = match e.kind() {
         OdKind::NotFound => ErrorKind::NotFound,
@@ -172,7 +148,11 @@ fn od_err(what: String, e: opendal::Error) -> Error {
         Some(r) => format!("{what} ({r})"),
         None => what,
     };
+    let temporary = e.is_temporary();
     let mut err = Error::new(kind, what).source(e);
+    if temporary {
+        err = err.transient();
+    }
     if host_key {
         err = err.hint(
             "add the server's host key to ssh's known_hosts (ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, \
@@ -279,12 +259,6 @@ impl OpendalBackend {
                 _runtime: runtime,
             });
         };
-        let op = op.layer(
-            RetryLayer::new()
-                .with_max_times(4)
-                .with_jitter()
-                .with_notify(RetryLog::default()),
-        );
         let op = Self::blocking(op)?;
         drop(_guard);
         Ok(Self {
@@ -350,11 +324,11 @@ impl Backend for OpendalBackend {
         &self.location
     }
 
-    fn list(&self, kind: FileType) -> Result<Vec<(String, u64)>> {
+    fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>> {
         let dir = kind.dir();
         if dir.is_empty() {
             return Ok(if self.exists(kind, "config")? {
-                vec![("config".into(), 0)]
+                vec![ObjectInfo::new("config", 0)]
             } else {
                 vec![]
             });
@@ -382,11 +356,21 @@ impl Backend for OpendalBackend {
             if name.is_empty() || name.starts_with('.') {
                 continue;
             }
-            let mut size = e.metadata().content_length();
+            let (mut size, mut modified) =
+                (e.metadata().content_length(), e.metadata().last_modified());
             if size == 0 {
-                size = op.stat(e.path()).map(|m| m.content_length()).unwrap_or(0);
+                // Some listings leave the size out; a stat has it. (A
+                // missing time is not worth a request per object.)
+                if let Ok(m) = op.stat(e.path()) {
+                    size = m.content_length();
+                    modified = modified.or(m.last_modified());
+                }
             }
-            out.push((name, size));
+            out.push(ObjectInfo {
+                name,
+                size,
+                modified: modified.map(Into::into),
+            });
         }
         Ok(out)
     }

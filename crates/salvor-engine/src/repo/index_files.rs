@@ -56,7 +56,7 @@ impl Repository {
         for _attempt in 0..5 {
             let fresh: Vec<&String> = listed
                 .iter()
-                .map(|(n, _)| n)
+                .map(|o| &o.name)
                 .filter(|n| !loaded.contains(*n))
                 .collect();
             if fresh.is_empty() {
@@ -68,7 +68,7 @@ impl Repository {
             }
             listed = self.backend.list(FileType::Index)?;
         }
-        let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        let names: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
         if let Some(c) = &self.cache {
             c.retain(FileType::Index, &names);
         }
@@ -82,7 +82,7 @@ impl Repository {
             // used. Rare, and read from the cache when there is one.
             let keep: Vec<&String> = listed
                 .iter()
-                .map(|(n, _)| n)
+                .map(|o| &o.name)
                 .filter(|n| IndexId::from_hex(n).map_or(true, |id| !superseded.contains(&id)))
                 .collect();
             index = Index::spilling(self.spill_dir());
@@ -107,7 +107,7 @@ impl Repository {
     /// The index persisted in the cache, if it is intact and made from
     /// index files that are all still listed, with the names of those
     /// files; else an empty index.
-    fn open_table(&self, listed: &[(String, u64)]) -> (Index, HashSet<String>) {
+    fn open_table(&self, listed: &[crate::backend::ObjectInfo]) -> (Index, HashSet<String>) {
         let empty = || (Index::spilling(self.spill_dir()), HashSet::new());
         let Some(cache) = &self.cache else {
             return empty();
@@ -118,7 +118,7 @@ impl Repository {
         };
         match Index::open_persisted(&file, &self.key.cache_key(), self.spill_dir()) {
             Ok(Some((index, files))) => {
-                let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+                let names: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
                 if files.iter().all(|f| names.contains(f.as_str())) {
                     return (index, files.into_iter().collect());
                 }
@@ -219,8 +219,8 @@ impl Repository {
         let listed = self.backend.list(FileType::Index)?;
         let small: Vec<&String> = listed
             .iter()
-            .filter(|(_, size)| *size < SMALL_INDEX)
-            .map(|(n, _)| n)
+            .filter(|o| o.size < SMALL_INDEX)
+            .map(|o| &o.name)
             .collect();
         if small.len() <= COMPACT_AT {
             return Ok(stats);

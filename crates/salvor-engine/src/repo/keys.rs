@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::Repository;
-use crate::backend::{Backend, FileType};
+use crate::backend::{Backend, FileType, ObjectInfo};
 use crate::crypto::{self, KdfParams, MasterKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::key::KeyFile;
@@ -156,7 +156,7 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
     let hint = hint_path(backend.location()).and_then(|p| std::fs::read_to_string(p).ok());
     let mut damaged: Vec<Error> = Vec::new();
     let mut files = Vec::new();
-    for (name, _) in &names {
+    for ObjectInfo { name, .. } in &names {
         match read_key_file(backend, name) {
             Ok(f) => files.push((name.clone(), f)),
             // Removed since the listing (`key passwd` elsewhere): gone.
@@ -196,7 +196,7 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
 /// Backend failures.
 pub fn verify_key_files(backend: &dyn Backend) -> Result<Vec<Error>> {
     let mut out = Vec::new();
-    for (name, _) in backend.list(FileType::Key)? {
+    for ObjectInfo { name, .. } in backend.list(FileType::Key)? {
         match read_key_file(backend, &name) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Corrupt => out.push(e),
@@ -213,7 +213,7 @@ impl Repository {
     /// Unreadable or corrupt key files.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
-        for (name, _) in self.backend().list(FileType::Key)? {
+        for ObjectInfo { name, .. } in self.backend().list(FileType::Key)? {
             let f = read_key_file(self.backend(), &name)?;
             out.push(KeyInfo {
                 current: name == self.key_name(),
@@ -298,7 +298,7 @@ impl Repository {
         let (name, bytes) = make_key_file(&rotated, self.clock().now(), password, kdf)?;
         self.backend().write(FileType::Key, &name, &bytes)?;
         let mut removed = Vec::new();
-        for (other, _) in self.backend().list(FileType::Key)? {
+        for ObjectInfo { name: other, .. } in self.backend().list(FileType::Key)? {
             if other != name {
                 self.backend().delete(FileType::Key, &other)?;
                 removed.push(other);

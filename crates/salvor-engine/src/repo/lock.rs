@@ -167,7 +167,7 @@ impl Repository {
     /// Backend failures other than a lock vanishing between list and read.
     pub fn locks(&self) -> Result<Locks> {
         let mut out = Locks::default();
-        for (name, _) in self.backend().list(FileType::Lock)? {
+        for crate::backend::ObjectInfo { name, .. } in self.backend().list(FileType::Lock)? {
             let plain = match self.read_doc(FileType::Lock, ObjectKind::Lock, &name) {
                 Ok(p) => p,
                 // Removed between list and read: simply gone.

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use clap::Args;
 use salvor_engine::Error;
+use salvor_engine::backend::metered::Requests;
 use salvor_engine::backup::{self, BackupOptions, BackupProgress, StreamOptions};
 use salvor_engine::format::snapshot::Snapshot;
 use salvor_engine::id::SnapshotId;
@@ -124,7 +125,7 @@ pub fn run(g: &GlobalOptions, a: &BackupArgs) -> anyhow::Result<i32> {
         backup::backup_paths(&repo, &opts, progress)?
     };
     drop(_ticker);
-    report(g, &id, &snap)?;
+    report(g, &id, &snap, repo.backend().requests())?;
     Ok(if snap.partial { EXIT_PARTIAL } else { 0 })
 }
 
@@ -145,12 +146,22 @@ fn spawn_scan(paths: Vec<PathBuf>, progress: Arc<BackupProgress>) {
     });
 }
 
-pub(super) fn report(g: &GlobalOptions, id: &SnapshotId, snap: &Snapshot) -> anyhow::Result<()> {
+/// Prints what a backup recorded; `requests` are those it sent to the
+/// repository's storage (object stores bill them), in `--json` only.
+pub(super) fn report(
+    g: &GlobalOptions,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    requests: Option<Requests>,
+) -> anyhow::Result<()> {
     let s = &snap.summary;
     if g.json {
-        return output::json(
-            &serde_json::json!({ "snapshot": id.to_hex(), "partial": snap.partial, "summary": s }),
-        );
+        return output::json(&serde_json::json!({
+            "snapshot": id.to_hex(),
+            "partial": snap.partial,
+            "summary": s,
+            "requests": requests,
+        }));
     }
     for w in &s.warnings {
         eprintln!("warning: {w}");

@@ -156,3 +156,62 @@ pub fn unlock(g: &GlobalOptions, a: &UnlockArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// Arguments of `salvor check-storage`.
+#[derive(Args, Debug)]
+pub struct CheckStorageArgs {}
+
+/// Runs `salvor check-storage`: the backend contract against the store
+/// `--repo` names, in a location of its own beside (or inside) it, which
+/// is removed again. Exit 1 when the store fails a check.
+pub fn check_storage(g: &GlobalOptions, _: &CheckStorageArgs) -> anyhow::Result<i32> {
+    let base = g.location()?.trim_end_matches('/');
+    let scratch = format!("salvor-check-{}", &salvor_engine::id::random_hex()[..12]);
+    let url = format!("{base}/{scratch}");
+    let backend = salvor_engine::backend::open_url(&url)?;
+    backend.create()?;
+    // Pieces wait in unlinked files there: nothing to clean up.
+    let spool = std::env::temp_dir();
+    let outcomes = salvor_engine::backend::conformance::run(backend.as_ref(), &spool);
+    let requests = backend.requests().unwrap_or_default();
+    if backend.is_local() {
+        // The directories `create` made; the checks removed every object.
+        let dir = std::path::Path::new(url.strip_prefix("file://").unwrap_or(&url));
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::warn!("cannot remove {}: {e}", dir.display());
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    if g.json {
+        output::json(&serde_json::json!({
+            "location": url,
+            "checks": outcomes,
+            "failed": failed,
+            "requests": requests,
+        }))?;
+    } else {
+        for o in &outcomes {
+            match &o.failure {
+                None if g.quiet => {}
+                None => outln!("ok    {} ({:.2} s)", o.check, o.took.as_secs_f64())?,
+                Some(f) => outln!("FAIL  {}: {f}", o.check)?,
+            }
+        }
+        if !g.quiet {
+            outln!(
+                "{} of {} checks passed at {url}, {} requests",
+                outcomes.len() - failed,
+                outcomes.len(),
+                requests.total()
+            )?;
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "salvor: the storage at {base} does not behave as salvor needs; a repository there is not safe \
+             (report the failed checks to its vendor, or use another store)"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}

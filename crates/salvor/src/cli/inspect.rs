@@ -224,7 +224,7 @@ pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
         .backend()
         .list(FileType::Pack)?
         .iter()
-        .map(|(_, s)| s)
+        .map(|o| o.size)
         .sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let v = serde_json::json!({

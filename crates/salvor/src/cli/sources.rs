@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clap::Args;
+use salvor_engine::backend::metered::Requests;
 use salvor_engine::repo::BlobReader;
 use salvor_engine::{Error, ErrorKind};
 
@@ -30,6 +31,8 @@ pub fn backup(
     // fail the command at the end.
     let mut failed = Vec::new();
     let single = sources.len() == 1;
+    // Each report counts the requests sent since the one before.
+    let mut requests_before = Requests::default();
     for (name, cfg) in sources {
         let ctx = BackupContext {
             repo: &repo,
@@ -61,7 +64,10 @@ pub fn backup(
         if !g.quiet && !g.json {
             outln!("source {name} ({}):", cfg.kind())?;
         }
-        super::backup::report(g, &id, &snap)?;
+        let requests = repo.get()?.backend().requests();
+        let sent = requests.map(|r| r.since(&requests_before));
+        requests_before = requests.unwrap_or_default();
+        super::backup::report(g, &id, &snap, sent)?;
         if snap.partial {
             code = EXIT_PARTIAL;
         }

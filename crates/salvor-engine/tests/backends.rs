@@ -1,0 +1,202 @@
+//! The backend contract and the decorators around providers: every local
+//! stack passes the conformance suite; the suite catches a store that
+//! truncates reads; transient failures are retried until they pass and
+//! permanent ones fail at once with the object named; a backup over a
+//! link that drops every few requests completes and checks clean; the
+//! metered decorator counts what reaches the store. (S3 and SFTP run the
+//! same suite through `salvor check-storage` in the CLI's tests, against
+//! the real servers.)
+
+use std::path::Path;
+use std::sync::Arc;
+
+use salvor_engine::backend::fault::{Failure, FaultyBackend};
+use salvor_engine::backend::metered::MeteredBackend;
+use salvor_engine::backend::opendal::OpendalBackend;
+use salvor_engine::backend::retry::{RetryPolicy, RetryingBackend};
+use salvor_engine::backend::{Backend, FileType, conformance, decorate, open_url};
+use salvor_engine::backup::{BackupProgress, StreamOptions, backup_stream};
+use salvor_engine::check::{CheckOptions, CheckProgress, Subset, check};
+use salvor_engine::crypto::KdfParams;
+use salvor_engine::format::config::RepoConfig;
+use salvor_engine::repo::{BlobReader, InitOptions};
+use salvor_engine::{ErrorKind, Repository};
+
+fn local(dir: &Path) -> OpendalBackend {
+    let b = OpendalBackend::from_url(dir.to_str().unwrap()).unwrap();
+    b.create().unwrap();
+    b
+}
+
+fn assert_conforms(b: &dyn Backend, spool: &Path) {
+    let failed: Vec<String> = conformance::run(b, spool)
+        .into_iter()
+        .filter_map(|o| o.failure.map(|f| format!("{}: {f}", o.check)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} fails:\n{}",
+        b.location(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn local_and_memory_stores_and_every_decorator_keep_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    assert_conforms(&local(&dir.path().join("plain")), spool.path());
+    assert_conforms(
+        decorate(local(&dir.path().join("decorated"))).as_ref(),
+        spool.path(),
+    );
+    assert_conforms(open_url("memory://").unwrap().as_ref(), spool.path());
+    // Retries over a link that drops every third request.
+    let flaky = FaultyBackend::new(local(&dir.path().join("flaky")));
+    flaky.fail_every(3);
+    assert_conforms(
+        &RetryingBackend::new(flaky, RetryPolicy::immediate(10)),
+        spool.path(),
+    );
+}
+
+#[test]
+fn the_suite_catches_a_store_that_truncates_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let b = FaultyBackend::new(local(dir.path()));
+    b.truncate_reads(true);
+    let outcomes = conformance::run(&b, spool.path());
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.failure.is_some())
+        .map(|o| o.check)
+        .collect();
+    assert!(
+        failed.contains(&"written objects read back and are listed")
+            && failed.contains(&"ranged reads return exactly the range"),
+        "{outcomes:?}"
+    );
+}
+
+#[test]
+fn transient_failures_are_retried_and_permanent_ones_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyBackend::new(local(dir.path())));
+    let b = RetryingBackend::new(faulty.clone(), RetryPolicy::immediate(4));
+    let name = "ab".repeat(32);
+    b.write(FileType::Snapshot, &name, b"snap").unwrap();
+
+    let before = faulty.request_count();
+    faulty.fail_next(3, Failure::Transient);
+    assert_eq!(b.read(FileType::Snapshot, &name).unwrap(), b"snap");
+    assert_eq!(
+        faulty.request_count() - before,
+        4,
+        "three failures, then success"
+    );
+
+    let before = faulty.request_count();
+    faulty.fail_next(4, Failure::Transient);
+    let e = b.read(FileType::Snapshot, &name).unwrap_err();
+    assert_eq!(faulty.request_count() - before, 4);
+    let text = e.to_string();
+    assert!(text.contains("gave up after 4 attempts"), "{text}");
+    assert!(text.contains(&FileType::Snapshot.path(&name)), "{text}");
+
+    let before = faulty.request_count();
+    faulty.fail_next(1, Failure::Permanent);
+    let e = b.write(FileType::Index, &name, b"x").unwrap_err();
+    assert_eq!(
+        faulty.request_count() - before,
+        1,
+        "a permanent error is not retried"
+    );
+    assert!(!e.is_transient());
+    assert!(e.to_string().contains(&FileType::Index.path(&name)), "{e}");
+
+    // A missing object is permanent too: no retry, reported as missing.
+    let before = faulty.request_count();
+    let e = b.read(FileType::Key, &name).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(faulty.request_count() - before, 1);
+}
+
+fn opts() -> InitOptions {
+    InitOptions {
+        config: RepoConfig::new_default(),
+        kdf: KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+    }
+}
+
+fn dump_text(n: u32) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i} of {n}');\n").into_bytes())
+        .collect()
+}
+
+#[test]
+fn a_backup_over_a_link_that_drops_every_seventh_request_completes_and_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyBackend::new(local(dir.path())));
+    let metered = Arc::new(MeteredBackend::new(faulty.clone()));
+    let retried = RetryingBackend::new(metered.clone(), RetryPolicy::immediate(5));
+    let repo = Repository::init(Box::new(retried), b"pw", &opts()).unwrap();
+    faulty.fail_every(7);
+    let data = dump_text(300_000);
+    let stream = StreamOptions {
+        name: "db.sql".into(),
+        ..Default::default()
+    };
+    let (_, snap) = backup_stream(
+        &repo,
+        &data[..],
+        &stream,
+        Arc::new(BackupProgress::default()),
+    )
+    .unwrap();
+    let sent = metered.requests().unwrap();
+    assert!(sent.failed > 0, "the link dropped requests: {sent:?}");
+    assert_eq!(
+        sent.total(),
+        faulty.request_count(),
+        "every request counted once"
+    );
+    assert!(sent.write >= 3 && sent.bytes_written > 0, "{sent:?}");
+
+    faulty.fail_every(0);
+    let r = check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(Subset::All),
+        },
+        &CheckProgress::default(),
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let reader = BlobReader::new(&repo, Arc::new(repo.load_index().unwrap()));
+    let root = reader.read_tree(&snap.tree).unwrap();
+    let mut out = Vec::new();
+    salvor_engine::browse::dump(&reader, root.find(b"db.sql").unwrap(), &mut out).unwrap();
+    assert!(out == data, "the stream differs");
+}
+
+#[test]
+fn listings_carry_sizes_and_the_stores_modification_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = local(dir.path());
+    let before = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+    b.write(FileType::Snapshot, &"cd".repeat(32), b"12345")
+        .unwrap();
+    let listed = b.list(FileType::Snapshot).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, 5);
+    let t = listed[0]
+        .modified
+        .expect("local disks have modification times");
+    assert!(t >= before && t <= jiff::Timestamp::now(), "{t}");
+}
