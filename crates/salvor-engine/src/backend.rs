@@ -239,9 +239,9 @@ struct SpoolSink {
 impl SpoolSink {
     fn new(dir: &std::path::Path) -> Result<Self> {
         let file = tempfile::tempfile_in(dir).map_err(|e| {
-            Error::io("cannot create a spool file in", dir, e).hint(
-                "packs wait there until uploaded: give salvor a writable cache directory (--cache-dir)",
-            )
+            Error::io("cannot create a spool file in", dir, e)
+                .hint("packs wait there until uploaded")
+                .remedy(crate::Remedy::ChooseCache)
         })?;
         Ok(Self {
             // Coalesces the small writes (prefix, header); frames bypass it.
@@ -369,9 +369,7 @@ impl FileType {
 /// [`ErrorKind::InvalidInput`] for an unknown scheme or malformed URL.
 pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
     if url.is_empty() {
-        return Err(
-            Error::invalid("no repository given").hint("pass --repo PATH or set SALVOR_REPO")
-        );
+        return Err(Error::invalid("no repository given").remedy(crate::Remedy::NameRepository));
     }
     Ok(decorate(opendal::OpendalBackend::from_url(url)?))
 }

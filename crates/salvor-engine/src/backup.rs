@@ -327,9 +327,7 @@ pub fn backup_paths(
     progress: Arc<BackupProgress>,
 ) -> Result<(SnapshotId, Snapshot)> {
     if opts.paths.is_empty() {
-        return Err(
-            Error::invalid("nothing to back up").hint("name at least one path, or use --stdin")
-        );
+        return Err(Error::invalid("nothing to back up").remedy(crate::Remedy::NameWhatToBackUp));
     }
     let excludes = ExcludeSet::new(&opts.excludes)?;
     let mut paths = Vec::new();
@@ -656,7 +654,7 @@ pub fn backup_stream(
     if opts.name.is_empty() || opts.name.contains('/') {
         return Err(
             Error::invalid(format!("invalid stream name {:?}", opts.name))
-                .hint("use a plain file name, e.g. --stdin-name db.sql"),
+                .remedy(crate::Remedy::PlainStreamName),
         );
     }
     let mut b = StreamBackup::begin(repo, opts, progress)?;

@@ -62,7 +62,7 @@ pub fn find(reader: &BlobReader, root: &BlobId, path: &str) -> Result<Option<Nod
                 ErrorKind::NotFound,
                 format!("{path} is not in the snapshot"),
             )
-            .hint("list its contents with `salvor ls SNAPSHOT`")
+            .remedy(crate::Remedy::ListContents)
         })?;
         if let Some(s) = node.subtree {
             tree = s;
@@ -137,7 +137,7 @@ pub fn dump(reader: &BlobReader, node: &Node, out: &mut dyn Write) -> Result<u64
     if node.kind != NodeKind::File {
         return Err(
             Error::invalid(format!("{} is not a file", node.name_lossy()))
-                .hint("use `salvor restore --include` for directories"),
+                .remedy(crate::Remedy::RestoreDirectory),
         );
     }
     let write_err = |e| Error::io("cannot write", "standard output", e);

@@ -492,7 +492,7 @@ pub fn wrong_password() -> Error {
         ErrorKind::WrongPassword,
         "wrong password: no key in the repository opens with it",
     )
-    .hint("check SALVOR_PASSWORD, --password-file or --password-command")
+    .remedy(crate::Remedy::CheckPassword)
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
 //! One structured error for the whole engine.
 //!
 //! Every error carries a [`ErrorKind`] (which the CLI maps to an exit code in one
-//! place), a lower-case message naming the offending object, and optionally a
-//! hint telling the user what to do next. Following rustic_core's policy we never
+//! place), a lower-case message naming the offending object, and optionally
+//! what the user can do next: a hint in words that fit any front end, and a
+//! typed [`Remedy`] each front end words itself (the CLI names its
+//! commands; the engine names none). Following rustic_core's policy we never
 //! downgrade an error: context is attached, the kind is kept.
 
+mod remedy;
+
 use std::fmt;
+
+pub use remedy::Remedy;
 
 /// What went wrong, coarse enough to choose an exit code and a retry policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    remedy: Option<Remedy>,
     /// Whether trying the same request again may succeed (see [`Error::is_transient`]).
     transient: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -56,6 +63,7 @@ impl Error {
             kind,
             message: message.into(),
             hint: None,
+            remedy: None,
             transient: false,
             source: None,
         }
@@ -85,6 +93,13 @@ impl Error {
         self
     }
 
+    /// Names the action that resolves the error (shown after the hint).
+    #[must_use]
+    pub fn remedy(mut self, remedy: Remedy) -> Self {
+        self.remedy = Some(remedy);
+        self
+    }
+
     /// Keeps the underlying cause (shown after the message).
     #[must_use]
     pub fn source(mut self, err: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -106,10 +121,9 @@ impl Error {
         e
     }
 
-    /// A corrupt object; the hint always points at `check`.
+    /// A corrupt object; the remedy is always a check of all data.
     pub fn corrupt(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Corrupt, message)
-            .hint("run `salvor check --read-data` to find every damaged object")
+        Self::new(ErrorKind::Corrupt, message).remedy(Remedy::CheckData)
     }
 
     /// The operation was cancelled (a signal, or its caller gave up)
@@ -131,10 +145,12 @@ impl Error {
         }
     }
 
-    /// The same error without its hint, for when a caller gives a better one.
+    /// The same error without its hint and remedy, for when a caller
+    /// gives a better one.
     #[must_use]
     pub fn without_hint(mut self) -> Self {
         self.hint = None;
+        self.remedy = None;
         self
     }
 
@@ -146,6 +162,28 @@ impl Error {
     /// The hint, if any.
     pub fn hint_text(&self) -> Option<&str> {
         self.hint.as_deref()
+    }
+
+    /// The remedy, if any.
+    pub fn remedy_kind(&self) -> Option<Remedy> {
+        self.remedy
+    }
+
+    /// The error on one line, with the remedy worded by `say`: message,
+    /// cause, hint and remedy, separated by `: ` and `; `. [`Display`] is
+    /// this with the engine's own wording ([`Remedy::neutral`]).
+    ///
+    /// [`Display`]: fmt::Display
+    pub fn render(&self, say: &dyn Fn(Remedy) -> &'static str) -> String {
+        let mut out = self.message.clone();
+        if let Some(src) = &self.source {
+            out.push_str(&format!(": {src}"));
+        }
+        for part in self.hint.as_deref().into_iter().chain(self.remedy.map(say)) {
+            out.push_str("; ");
+            out.push_str(part);
+        }
+        out
     }
 
     /// True when the root cause is ENOSPC.
@@ -197,14 +235,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, "; {hint}")?;
-        }
-        Ok(())
+        f.write_str(&self.render(&Remedy::neutral))
     }
 }
 

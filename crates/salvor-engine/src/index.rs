@@ -20,6 +20,7 @@ mod table;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::Remedy;
 use crate::crypto::SALT_LEN;
 use crate::format::index::IndexPack;
 use crate::format::pack::{BlobKind, Compression};
@@ -149,11 +150,13 @@ impl Index {
             format!("blob {id}{whose} is not in the index"),
         );
         match self.damaged.first() {
-            Some(first) => e.hint(format!(
-                "{} index file(s) could not be read ({first}); run `salvor repair index` to rebuild the index from the packs",
-                self.damaged.len()
-            )),
-            None => e.hint("run `salvor check`; the index or a pack may be missing"),
+            Some(first) => e
+                .hint(format!(
+                    "{} index file(s) could not be read ({first})",
+                    self.damaged.len()
+                ))
+                .remedy(Remedy::RepairIndex),
+            None => e.remedy(Remedy::Check),
         }
     }
 

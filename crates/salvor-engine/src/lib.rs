@@ -41,5 +41,5 @@ pub mod repo;
 pub mod restore;
 pub mod spill;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Remedy, Result};
 pub use repo::Repository;

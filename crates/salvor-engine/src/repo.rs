@@ -68,7 +68,7 @@ fn not_found(location: &str) -> Error {
         ErrorKind::RepositoryNotFound,
         format!("no repository at {location}"),
     )
-    .hint("check --repo / SALVOR_REPO, or create one with `salvor init`")
+    .remedy(crate::Remedy::NameOrCreateRepository)
 }
 
 impl Repository {
@@ -407,10 +407,7 @@ impl Repository {
                     first.without_hint()
                 ),
             )
-            .hint(
-                "name the snapshot to use by its id (`salvor snapshots` lists the readable ones), \
-                 and run `salvor check` to see what is damaged",
-            ));
+            .remedy(crate::Remedy::NameReadableSnapshot));
         }
         Ok(ok.into_iter().rev().find(|(_, s)| matches(s)))
     }
@@ -423,7 +420,7 @@ impl Repository {
         if spec == "latest" {
             return self.latest(|_| true)?.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, "the repository has no snapshots")
-                    .hint("run `salvor backup` first")
+                    .remedy(crate::Remedy::BackupFirst)
             });
         }
         let names = self.backend.list(FileType::Snapshot)?;
@@ -441,7 +438,7 @@ impl Repository {
                 ErrorKind::NotFound,
                 format!("no snapshot matches {spec:?}"),
             )
-            .hint("list snapshots with `salvor snapshots`")),
+            .remedy(crate::Remedy::ListSnapshots)),
             _ => Err(Error::invalid(format!(
                 "snapshot prefix {spec:?} is ambiguous ({} matches)",
                 matches.len()

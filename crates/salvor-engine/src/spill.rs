@@ -93,7 +93,8 @@ impl Run {
     ) -> Result<Self> {
         let io = |e: std::io::Error| {
             Error::io("cannot write a spill file of the index", dir, e)
-                .hint("free space there, or pass --cache-dir on a larger file system")
+                .without_hint()
+                .remedy(crate::Remedy::MoreCacheSpace)
         };
         let file = tempfile::tempfile_in(dir).map_err(io)?;
         let mut bloom = Bloom::new(len);

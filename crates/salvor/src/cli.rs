@@ -14,6 +14,7 @@ mod key;
 mod output;
 mod password;
 mod progress;
+mod remedy;
 mod restore;
 mod signals;
 mod sources;
@@ -246,7 +247,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn one_line(e: &anyhow::Error) -> String {
     // Engine errors already carry their cause and hint; others get their chain.
     if let Some(err) = e.downcast_ref::<Error>() {
-        return err.to_string();
+        return err.render(&remedy::say);
     }
     e.chain()
         .map(ToString::to_string)

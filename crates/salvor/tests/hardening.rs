@@ -71,7 +71,7 @@ fn garbage_lock_blocks_nothing_and_unlock_removes_it() {
     std::fs::write(&garbage, noise(7, 100)).unwrap();
     let out = w.ok(&[&"backup", &src]);
     assert!(
-        stderr(&out).contains("salvor unlock"),
+        stderr(&out).contains("unlock removes it"),
         "the backup should say what removes the lock:\n{}",
         show(&out)
     );

@@ -271,7 +271,7 @@ fn create_private(dir: &Path) -> Result<()> {
         .create(dir)
         .map_err(|e| {
             Error::io("cannot create the cache directory", dir, e)
-                .hint("pass --cache-dir DIR, or --no-cache")
+                .remedy(crate::Remedy::ChooseCache)
         })
 }
 

@@ -185,7 +185,7 @@ impl Repository {
                     Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
                     Err(e) if e.kind() == ErrorKind::Corrupt => {
                         tracing::warn!(
-                            "skipping damaged index file {name}: {}; `salvor repair index` rebuilds it",
+                            "skipping damaged index file {name}: {}; repair index rebuilds it",
                             e.clone_message()
                         );
                         index.add_damaged(format!("index file {name}: {}", e.clone_message()));

@@ -187,7 +187,7 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
         files.len(),
         list.join("; ")
     ))
-    .hint("if the password is right, it was for the damaged key: open with another key and remove it with `salvor key remove`, or restore that file from a copy"))
+    .remedy(crate::Remedy::ReplaceDamagedKey))
 }
 
 /// Every key file's problems (damage, bad name, parameters out of range).
@@ -255,7 +255,7 @@ impl Repository {
             [] => {
                 return Err(
                     Error::new(ErrorKind::NotFound, format!("no key matches {prefix:?}"))
-                        .hint("list keys with `salvor key list`"),
+                        .remedy(crate::Remedy::ListKeys),
                 );
             }
             _ => {
@@ -265,8 +265,9 @@ impl Repository {
             }
         };
         if k.current {
-            return Err(Error::invalid("refusing to remove the key in use")
-                .hint("open the repository with another key to remove this one, or use `salvor key passwd`"));
+            return Err(
+                Error::invalid("refusing to remove the key in use").remedy(crate::Remedy::KeyInUse)
+            );
         }
         self.backend().delete(FileType::Key, &k.id)?;
         Ok(k.id.clone())
@@ -288,7 +289,7 @@ impl Repository {
             return Err(Error::invalid(
                 "key rotation needs a format v2 repository; this one is v1",
             )
-            .hint("copy the snapshots into a new repository made by `salvor init` instead"));
+            .remedy(crate::Remedy::CopyToNewRepository));
         }
         if password.is_empty() {
             return Err(Error::invalid("empty password").hint("choose a non-empty password"));

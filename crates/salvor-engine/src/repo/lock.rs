@@ -194,9 +194,7 @@ impl Repository {
         let locks = self.locks()?;
         let now = self.clock().now().as_second();
         for (name, e) in &locks.unreadable {
-            tracing::warn!(
-                "ignoring lock {name}, which cannot be read ({e}); `salvor unlock` removes it"
-            );
+            tracing::warn!("ignoring lock {name}, which cannot be read ({e}); unlock removes it");
         }
         Ok(locks
             .readable
@@ -264,7 +262,7 @@ impl Repository {
                     l.pid
                 ),
             )
-            .hint("wait for it to finish; if that process is dead, run `salvor unlock`")
+            .remedy(crate::Remedy::RemoveStaleLock)
         };
         let taken = self.clock().system_time();
         if let Some(l) = self.conflict(exclusive, None)? {

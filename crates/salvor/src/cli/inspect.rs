@@ -27,7 +27,7 @@ pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let (all, damaged) = repo.snapshots_lenient()?;
     for e in &damaged {
-        eprintln!("warning: {e}");
+        eprintln!("warning: {}", e.render(&super::remedy::say));
     }
     let snaps: Vec<_> = all
         .into_iter()

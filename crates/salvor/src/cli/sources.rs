@@ -56,7 +56,7 @@ pub fn backup(
                 if single {
                     return Err(e.context(format!("source {name}")).into());
                 }
-                eprintln!("salvor: source {name}: {e}");
+                eprintln!("salvor: source {name}: {}", e.render(&super::remedy::say));
                 failed.push(name.as_str());
                 continue;
             }
