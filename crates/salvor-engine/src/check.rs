@@ -91,13 +91,77 @@ pub struct CheckProgress {
     pub bytes_done: AtomicU64,
 }
 
+/// What kind of damage (or harmless leftover) a check found: typed, so
+/// that metrics, drills and the audit log can count and compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A key file that does not decode or asks for parameters out of range.
+    DamagedKey,
+    /// An index file that does not open.
+    DamagedIndexFile,
+    /// A pack the index lists that storage does not hold.
+    MissingPack,
+    /// A pack whose size in storage differs from the index's.
+    PackSizeMismatch,
+    /// A pack no index lists (left by an interrupted backup; harmless).
+    UnindexedPack,
+    /// A snapshot that does not open.
+    DamagedSnapshot,
+    /// A tree that cannot be read or decoded.
+    DamagedTree,
+    /// A directory whose tree is not recorded.
+    DirectoryWithoutTree,
+    /// A content list (of a file or stream) that cannot be walked.
+    DamagedContentList,
+    /// A data blob a snapshot references that no index lists.
+    MissingBlob,
+    /// A pack whose bytes fail authentication, hashing or parsing.
+    DamagedPack,
+}
+
+impl FindingKind {
+    /// Whether data is lost or at risk (an error, not a warning).
+    pub fn loses_data(self) -> bool {
+        self != Self::UnindexedPack
+    }
+}
+
+/// One thing `check` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// What kind of finding.
+    pub kind: FindingKind,
+    /// The object it is about: `pack <id>`, `index <name>`,
+    /// `snapshot <id>`, `key <name>`.
+    pub object: String,
+    /// The whole sentence, naming the object and the cause.
+    pub message: String,
+}
+
+impl Finding {
+    fn new(kind: FindingKind, object: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            object: object.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What `check` found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckResults {
     /// Problems that lose data.
-    pub errors: Vec<String>,
+    pub errors: Vec<Finding>,
     /// Harmless findings (unreferenced packs from interrupted backups).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Finding>,
     /// Snapshots checked.
     pub snapshots: u64,
     /// Packs in the index.
@@ -122,14 +186,22 @@ pub fn check(
     let repo = &repo.without_cache();
     let _lock = repo.lock_for_reading("check")?;
     let mut r = CheckResults::default();
-    for e in crate::repo::keys::verify_key_files(repo.backend())? {
-        r.errors.push(e.clone_message());
+    for (name, e) in crate::repo::keys::verify_key_files(repo.backend())? {
+        r.errors.push(Finding::new(
+            FindingKind::DamagedKey,
+            format!("key {name}"),
+            e.clone_message(),
+        ));
     }
     let mut index = Index::spilling(repo.spill_dir());
     for ObjectInfo { name, .. } in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {
             Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
-            Err(e) => r.errors.push(format!("index file {name}: {e}")),
+            Err(e) => r.errors.push(Finding::new(
+                FindingKind::DamagedIndexFile,
+                format!("index {name}"),
+                format!("index file {name}: {}", e.clone_message()),
+            )),
         }
     }
     index.finish();
@@ -144,21 +216,27 @@ pub fn check(
         .collect();
     for p in index.packs() {
         match stored.get(&p.id.to_hex()) {
-            None => r.errors.push(format!(
-                "pack {} is in the index but missing from storage",
-                p.id
+            None => r.errors.push(Finding::new(
+                FindingKind::MissingPack,
+                format!("pack {}", p.id),
+                format!("pack {} is in the index but missing from storage", p.id),
             )),
-            Some(&s) if s != p.size => r.errors.push(format!(
-                "pack {} has {s} bytes, the index says {}",
-                p.id, p.size
+            Some(&s) if s != p.size => r.errors.push(Finding::new(
+                FindingKind::PackSizeMismatch,
+                format!("pack {}", p.id),
+                format!("pack {} has {s} bytes, the index says {}", p.id, p.size),
             )),
             _ => {}
         }
     }
     for name in stored.keys() {
         if PackId::from_hex(name).map_or(true, |id| !index.has_pack(&id)) {
-            r.warnings.push(format!(
-                "pack {name} is not in any index (left by an interrupted backup; harmless)"
+            r.warnings.push(Finding::new(
+                FindingKind::UnindexedPack,
+                format!("pack {name}"),
+                format!(
+                    "pack {name} is not in any index (left by an interrupted backup; harmless)"
+                ),
             ));
         }
     }
@@ -177,22 +255,42 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
             match crate::id::SnapshotId::from_hex(&name).and_then(|id| repo.read_snapshot(&id)) {
                 Ok(s) => s,
                 Err(e) => {
-                    r.errors.push(format!("snapshot {name}: {e}"));
+                    r.errors.push(Finding::new(
+                        FindingKind::DamagedSnapshot,
+                        format!("snapshot {name}"),
+                        format!("snapshot {name}: {}", e.clone_message()),
+                    ));
                     continue;
                 }
             };
         r.snapshots += 1;
         let short = &name[..8];
+        let finding = |kind, message: String| {
+            Finding::new(
+                kind,
+                format!("snapshot {name}"),
+                format!("snapshot {short}: {message}"),
+            )
+        };
         let mut stack = vec![(snap.tree, String::from("/"))];
         while let Some((tree, path)) = stack.pop() {
             if !seen.insert(tree) {
                 continue;
             }
+            if !index.contains(&tree) {
+                r.errors.push(finding(
+                    FindingKind::MissingBlob,
+                    format!("tree blob {tree} of {path} is not in the index"),
+                ));
+                continue;
+            }
             let t = match reader.read_tree(&tree) {
                 Ok(t) => t,
                 Err(e) => {
-                    r.errors
-                        .push(format!("snapshot {short}: tree of {path}: {e}"));
+                    r.errors.push(finding(
+                        FindingKind::DamagedTree,
+                        format!("tree of {path}: {}", e.clone_message()),
+                    ));
                     continue;
                 }
             };
@@ -200,9 +298,10 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                 let p = format!("{}{}", path, n.name_lossy());
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(s)) => stack.push((s, format!("{p}/"))),
-                    (NodeKind::Dir, None) => r
-                        .errors
-                        .push(format!("snapshot {short}: directory {p} has no tree")),
+                    (NodeKind::Dir, None) => r.errors.push(finding(
+                        FindingKind::DirectoryWithoutTree,
+                        format!("directory {p} has no tree"),
+                    )),
                     _ => {}
                 }
                 let mut missing = Vec::new();
@@ -230,12 +329,15 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                     &mut note,
                     &mut note_list,
                 ) {
-                    r.errors
-                        .push(format!("snapshot {short}: content list of {p}: {e}"));
+                    r.errors.push(finding(
+                        FindingKind::DamagedContentList,
+                        format!("content list of {p}: {}", e.clone_message()),
+                    ));
                 }
                 for id in missing {
-                    r.errors.push(format!(
-                        "snapshot {short}: blob {id} of {p} is not in the index"
+                    r.errors.push(finding(
+                        FindingKind::MissingBlob,
+                        format!("blob {id} of {p} is not in the index"),
                     ));
                 }
             }
@@ -263,13 +365,24 @@ fn read_packs(
     progress
         .bytes_total
         .store(packs.iter().map(|p| p.size).sum(), Ordering::Relaxed);
-    let errors: Vec<String> = packs
+    let errors: Vec<Finding> = packs
         .par_iter()
         .filter_map(|p| {
             let res = read_pack(repo, index, p);
             progress.packs_done.fetch_add(1, Ordering::Relaxed);
             progress.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-            res.err().map(|e| e.to_string())
+            let e = res.err()?;
+            // Unreadable storage is damage too, but of another kind.
+            let kind = if e.kind() == crate::ErrorKind::NotFound {
+                FindingKind::MissingPack
+            } else {
+                FindingKind::DamagedPack
+            };
+            Some(Finding::new(
+                kind,
+                format!("pack {}", p.id),
+                e.clone_message(),
+            ))
         })
         .collect();
     r.packs_read = packs.len() as u64;

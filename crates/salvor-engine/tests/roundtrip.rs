@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use salvor_engine::backend::fault::FaultyBackend;
 use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backup::{BackupOptions, backup_paths};
-use salvor_engine::check::{CheckOptions, CheckProgress, Subset, check};
+use salvor_engine::check::{CheckOptions, CheckProgress, FindingKind, Subset, check};
 use salvor_engine::crypto::KdfParams;
 use salvor_engine::format::snapshot::Snapshot;
 use salvor_engine::repo::{BlobReader, InitOptions};
@@ -560,7 +560,9 @@ fn full_disk_mid_backup_and_bit_flips_are_errors() {
         "check --read-data missed flipped bits"
     );
     assert!(
-        r.errors.iter().any(|e| e.contains("pack ")),
+        r.errors
+            .iter()
+            .any(|e| e.kind == FindingKind::DamagedPack && e.object.starts_with("pack ")),
         "{:?}",
         r.errors
     );

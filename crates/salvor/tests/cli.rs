@@ -1057,12 +1057,13 @@ fn flipped_bit_in_a_pack_is_found_and_never_restored_silently() {
     );
     let v: Value =
         serde_json::from_slice(&w.fails(&[&"--json", &"check", &"--read-data"], 1).stdout).unwrap();
+    // Findings are typed: what kind, which object, and the sentence.
     assert!(
-        v["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e.as_str().unwrap().contains(&name)),
+        v["errors"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "damaged_pack"
+                && e["object"] == format!("pack {name}")
+                && e["message"].as_str().unwrap().contains(&name)
+        }),
         "{v}"
     );
     // Exactly one half of a 1/2 + 2/2 split holds the damaged pack.
@@ -1146,6 +1147,23 @@ fn truncated_pack_and_deleted_index_are_reported() {
         err.contains("not in any index"),
         "unindexed packs should be listed:\n{err}"
     );
+    let v: Value = serde_json::from_slice(&w.fails(&[&"--json", &"check"], 1).stdout).unwrap();
+    let kinds = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        kinds(&v["errors"]).iter().all(|k| k == "missing_blob"),
+        "{v}"
+    );
+    assert!(
+        kinds(&v["warnings"]).iter().all(|k| k == "unindexed_pack"),
+        "{v}"
+    );
+    assert!(!kinds(&v["warnings"]).is_empty(), "{v}");
     let out = w.run(&[&"restore", &"latest", &"--target", &w.path("restore")]);
     assert_no_panic(&out);
     assert!(

@@ -194,12 +194,12 @@ pub fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, St
 ///
 /// # Errors
 /// Backend failures.
-pub fn verify_key_files(backend: &dyn Backend) -> Result<Vec<Error>> {
+pub fn verify_key_files(backend: &dyn Backend) -> Result<Vec<(String, Error)>> {
     let mut out = Vec::new();
     for ObjectInfo { name, .. } in backend.list(FileType::Key)? {
         match read_key_file(backend, &name) {
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Corrupt => out.push(e),
+            Err(e) if e.kind() == ErrorKind::Corrupt => out.push((name, e)),
             Err(e) => return Err(e),
         }
     }

@@ -77,7 +77,10 @@ pub fn check(g: &GlobalOptions, a: &CheckArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     } else {
-        let packs_lost = r.errors.iter().any(|e| e.contains("missing from storage"));
+        let packs_lost = r
+            .errors
+            .iter()
+            .any(|e| e.kind == check::FindingKind::MissingPack);
         eprintln!(
             "salvor: the repository has {} error{} (listed above){}",
             r.errors.len(),

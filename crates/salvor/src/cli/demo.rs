@@ -274,7 +274,8 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         &Default::default(),
     )?;
     if !r.errors.is_empty() {
-        bail!("check found errors: {}", r.errors.join("; "));
+        let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+        bail!("check found errors: {}", errors.join("; "));
     }
     say(format!(
         "7. check --read-data: {} snapshots, {} packs read, no errors",
