@@ -145,6 +145,20 @@ impl Error {
         }
     }
 
+    /// A copy to hand out again, its cause kept as text: the same kind,
+    /// message, hint, remedy and transient status.
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        Self {
+            kind: self.kind,
+            message: self.clone_message(),
+            hint: self.hint.clone(),
+            remedy: self.remedy,
+            transient: self.transient,
+            source: None,
+        }
+    }
+
     /// The same error without its hint and remedy, for when a caller
     /// gives a better one.
     #[must_use]

@@ -13,6 +13,8 @@
 //! - [`clock`], [`cancel`]: the time and the stop signal every operation is given.
 //! - [`backup`], [`restore`], [`check`], [`repair`], [`browse`]: the pipelines;
 //!   [`priority`]: how a backup shares the CPU with the service it protects.
+//! - [`ops`]: operations as library calls (options in, results out) that the
+//!   CLI, jobs and the daemon share.
 //!
 //! `docs/FORMAT.md` in the project specifies every byte this crate writes.
 
@@ -34,6 +36,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod longpath;
+pub mod ops;
 pub mod pack;
 pub mod priority;
 pub mod repair;

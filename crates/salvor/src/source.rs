@@ -297,8 +297,8 @@ pub struct PendingRepo {
 enum RepoState {
     Opening(std::thread::JoinHandle<Result<Repository>>),
     Open(Repository),
-    /// Kind and whole message (hint included) of the failure, to hand out again.
-    Failed(ErrorKind, String),
+    /// The failure, to hand out again ([`Error::duplicate`]).
+    Failed(Error),
 }
 
 impl PendingRepo {
@@ -326,13 +326,13 @@ impl PendingRepo {
     /// Why it failed to open (same kind and text every time asked).
     pub fn get(&self) -> Result<Repository> {
         let mut state = self.state.lock().unwrap();
-        let placeholder = RepoState::Failed(ErrorKind::Io, String::new());
+        let placeholder = RepoState::Failed(Error::new(ErrorKind::Io, String::new()));
         let done = match std::mem::replace(&mut *state, placeholder) {
             RepoState::Opening(handle) => handle.join().unwrap_or_else(|_| {
                 Err(Error::new(ErrorKind::Io, "opening the repository panicked"))
             }),
             RepoState::Open(repo) => Ok(repo),
-            RepoState::Failed(kind, msg) => Err(Error::new(kind, msg)),
+            RepoState::Failed(e) => Err(e.duplicate()),
         };
         match done {
             Ok(repo) => {
@@ -340,7 +340,7 @@ impl PendingRepo {
                 Ok(repo)
             }
             Err(e) => {
-                *state = RepoState::Failed(e.kind(), e.to_string());
+                *state = RepoState::Failed(e.duplicate());
                 Err(e)
             }
         }

@@ -239,3 +239,56 @@ stream = "policy.txt"
         .unwrap();
     assert_eq!(String::from_utf8(dumped.stdout).unwrap(), "3\n");
 }
+
+/// `snapshots` filters by source, host and tags (every tag given), and a
+/// source restore of `latest` takes the newest snapshot of that source
+/// even when another source's is newer.
+#[test]
+fn snapshots_filter_by_source_host_and_tags() {
+    let w = Workspace::new(
+        r#"
+[source.one]
+type = "command"
+command = "echo one"
+restore_command = "cat > /dev/null"
+
+[source.two]
+type = "command"
+command = "echo two"
+"#,
+    );
+    let one = w.json(&[
+        "backup", "--source", "one", "--tag", "daily", "--tag", "critical",
+    ]);
+    w.json(&[
+        "backup",
+        "--source",
+        "two",
+        "--tag",
+        "daily",
+        "--host",
+        "elsewhere",
+    ]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["snapshots"];
+        all.extend_from_slice(args);
+        w.json(&all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = one["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(ids(&[]).len(), 2);
+    assert_eq!(ids(&["--source", "one"]), vec![first.clone()]);
+    assert_eq!(
+        ids(&["--tag", "daily", "--tag", "critical"]),
+        vec![first.clone()]
+    );
+    assert_eq!(ids(&["--tag", "daily"]).len(), 2);
+    assert_eq!(ids(&["--host", "elsewhere"]).len(), 1);
+    assert!(ids(&["--source", "three"]).is_empty());
+    let r = w.json(&["restore", "latest", "--source", "one", "--dry-run"]);
+    assert_eq!(r["snapshot"].as_str(), Some(first.as_str()), "{r}");
+}

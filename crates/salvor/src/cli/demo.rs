@@ -281,7 +281,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
         "7. check --read-data: {} snapshots, {} packs read, no errors",
         r.snapshots, r.packs_read
     ));
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let reader = BlobReader::open(&repo, "demo restore")?;
     restore::restore(
         &reader,
         &s2,

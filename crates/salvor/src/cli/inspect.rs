@@ -1,11 +1,9 @@
 //! Read-only commands: `snapshots`, `ls`, `diff`, `stats`.
 
-use std::sync::Arc;
-
 use clap::Args;
-use salvor_engine::backend::FileType;
 use salvor_engine::browse;
 use salvor_engine::format::tree::NodeKind;
+use salvor_engine::ops::{self, snapshots::SnapshotFilter};
 use salvor_engine::repo::BlobReader;
 
 use super::output::outln;
@@ -14,26 +12,30 @@ use super::{GlobalOptions, output};
 /// Arguments of `salvor snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Only snapshots of this host.
+    /// Only snapshots of this host (repeat for any of several).
     #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag.
+    host: Vec<String>,
+    /// Only snapshots with this tag (repeat: with every one of them).
     #[arg(long)]
-    tag: Option<String>,
+    tag: Vec<String>,
+    /// Only snapshots holding a backup of this configured source.
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
 }
 
 /// Lists snapshots.
 pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
-    let (all, damaged) = repo.snapshots_lenient()?;
-    for e in &damaged {
+    let filter = SnapshotFilter {
+        hosts: a.host.clone(),
+        tags: a.tag.clone(),
+        source: a.source.clone(),
+    };
+    let list = ops::snapshots::list(&repo, &filter)?;
+    for e in &list.unreadable {
         eprintln!("warning: {}", e.render(&super::remedy::say));
     }
-    let snaps: Vec<_> = all
-        .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
-        .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
-        .collect();
+    let snaps = list.snapshots;
     if g.json {
         let v: Vec<_> = snaps
             .iter()
@@ -111,7 +113,7 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 pub fn ls(g: &GlobalOptions, a: &LsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
+    let reader = BlobReader::open(&repo, "ls")?;
     let base = a.path.clone().unwrap_or_else(|| "/".into());
     let start = browse::find(&reader, &snap.tree, &base)?;
     let mut entries = Vec::new();
@@ -172,11 +174,7 @@ pub struct DiffArgs {
 
 /// Shows changes between two snapshots.
 pub fn diff(g: &GlobalOptions, a: &DiffArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let (_, s1) = repo.find_snapshot(&a.from)?;
-    let (_, s2) = repo.find_snapshot(&a.to)?;
-    let reader = BlobReader::new(&repo, Arc::new(repo.load_index()?));
-    let d = browse::diff(&reader, &s1.tree, &s2.tree)?;
+    let d = ops::diff::diff(&g.open()?, &a.from, &a.to)?;
     if g.json {
         output::json(&d)?;
     } else {
@@ -205,61 +203,27 @@ pub struct StatsArgs {
 
 /// Repository size, deduplication and compression.
 pub fn stats(g: &GlobalOptions, a: &StatsArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let all = repo.snapshots()?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        all
-    } else {
-        a.snapshots
-            .iter()
-            .map(|s| repo.find_snapshot(s))
-            .collect::<Result<_, _>>()?
+    let opts = ops::stats::StatsOptions {
+        snapshots: a.snapshots.clone(),
     };
-    let index = Arc::new(repo.load_index()?);
-    let reader = BlobReader::new(&repo, index.clone());
-    let roots: Vec<_> = chosen.iter().map(|(_, s)| s.tree).collect();
-    let sizes = browse::sizes(&reader, &roots)?;
-    let logical: u64 = chosen.iter().map(|(_, s)| s.summary.total_bytes).sum();
-    let stored: u64 = repo
-        .backend()
-        .list(FileType::Pack)?
-        .iter()
-        .map(|o| o.size)
-        .sum();
-    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let v = serde_json::json!({
-        "snapshots": chosen.len(),
-        "logical_bytes": logical,
-        "unique_bytes": sizes.unique_bytes,
-        "unique_blobs": sizes.unique_blobs,
-        "stored_bytes": stored,
-        "dedup_ratio": ratio(logical, sizes.unique_bytes),
-        "compression_ratio": ratio(index.blobs().map(|(_, l)| u64::from(l.length)).sum(), stored),
-        "packs": index.packs().len(),
-    });
+    let s = ops::stats::stats(&g.open()?, &opts)?;
     if g.json {
-        output::json(&v)?;
+        output::json(&s)?;
     } else {
-        outln!("snapshots:         {}", chosen.len())?;
-        outln!("logical size:      {}", output::bytes(logical))?;
+        outln!("snapshots:         {}", s.snapshots)?;
+        outln!("logical size:      {}", output::bytes(s.logical_bytes))?;
         outln!(
             "unique data:       {} in {} blobs",
-            output::bytes(sizes.unique_bytes),
-            sizes.unique_blobs
+            output::bytes(s.unique_bytes),
+            s.unique_blobs
         )?;
         outln!(
             "stored (all packs): {} in {} packs",
-            output::bytes(stored),
-            index.packs().len()
+            output::bytes(s.stored_bytes),
+            s.packs
         )?;
-        outln!(
-            "dedup ratio:       {:.2}x",
-            v["dedup_ratio"].as_f64().unwrap_or(0.0)
-        )?;
-        outln!(
-            "compression ratio: {:.2}x",
-            v["compression_ratio"].as_f64().unwrap_or(0.0)
-        )?;
+        outln!("dedup ratio:       {:.2}x", s.dedup_ratio)?;
+        outln!("compression ratio: {:.2}x", s.compression_ratio)?;
     }
     Ok(0)
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use salvor_engine::backend::metered::Requests;
+use salvor_engine::ops::snapshots::SnapshotFilter;
 use salvor_engine::repo::BlobReader;
 use salvor_engine::{Error, ErrorKind};
 
@@ -108,23 +109,11 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         .into());
     }
     let repo = g.open()?;
-    let (id, snap) = if a.snapshot == "latest" {
-        repo.latest(|s| s.manifests.contains_key(name))?
-            .ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("no snapshot of source {name}"))
-                    .hint(format!("back it up first: salvor backup --source {name}"))
-            })?
-    } else {
-        repo.find_snapshot(&a.snapshot)?
+    let filter = SnapshotFilter {
+        source: Some(name.to_string()),
+        ..Default::default()
     };
-    if !snap.manifests.contains_key(name) {
-        return Err(Error::invalid(format!(
-            "snapshot {} holds no backup of source {name}",
-            id.short()
-        ))
-        .hint("list snapshots with `salvor snapshots`; source snapshots are tagged source:NAME")
-        .into());
-    }
+    let (id, snap) = salvor_engine::ops::snapshots::select(&repo, &a.snapshot, &filter)?;
     let reader = BlobReader::open(&repo, "restore")?;
     let ctx = RestoreContext {
         reader: &reader,
