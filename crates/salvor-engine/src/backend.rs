@@ -163,7 +163,9 @@ pub trait Backend: Send + Sync {
     fn sink(&self, spool_dir: &std::path::Path) -> Result<Box<dyn ObjectSink>> {
         SpoolSink::new(spool_dir).map(|s| Box::new(s) as Box<dyn ObjectSink>)
     }
-    /// Parallel writes worth running (local disks gain nothing from more than one).
+    /// Parallel transfers worth running: uploads (local disks gain nothing
+    /// from more than one) and, with at least one per core, the reads of a
+    /// restore or a check ([`reader_threads`]).
     fn connections(&self) -> usize {
         2
     }
@@ -372,6 +374,36 @@ pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
         return Err(Error::invalid("no repository given").remedy(crate::Remedy::NameRepository));
     }
     Ok(decorate(opendal::OpendalBackend::from_url(url)?))
+}
+
+/// Threads for work that waits on `backend`'s reads (restore, `check
+/// --read-data`): as many as its connections, so that a restore from S3
+/// is not capped at one GET per core, and at least one per core, since
+/// each also decrypts and decompresses what it read. Each holds one read
+/// (a span of a pack, at most a pack) in memory.
+pub fn reader_threads(backend: &dyn Backend) -> usize {
+    backend.connections().max(rayon::current_num_threads())
+}
+
+/// Runs `work` on a pool of [`reader_threads`] threads: the global pool
+/// when that is as large, else a pool of its own for this call.
+///
+/// # Errors
+/// Those of `work`; a pool that cannot be started.
+pub fn with_reader_pool<T: Send>(
+    backend: &dyn Backend,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let threads = reader_threads(backend);
+    if threads <= rayon::current_num_threads() {
+        return work();
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("salvor-read-{i}"))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, "cannot start the reader threads").source(e))?
+        .install(work)
 }
 
 /// Concurrent requests a remote repository gets at most: the uploads

@@ -242,7 +242,7 @@ pub fn check(
     }
     check_snapshots(repo, &index, &mut r)?;
     if let Some(subset) = opts.read_data {
-        read_packs(repo, &index, subset, progress, &mut r);
+        read_packs(repo, &index, subset, progress, &mut r)?;
     }
     Ok(r)
 }
@@ -352,7 +352,7 @@ fn read_packs(
     subset: Subset,
     progress: &CheckProgress,
     r: &mut CheckResults,
-) {
+) -> Result<()> {
     let packs: Vec<_> = index
         .packs()
         .iter()
@@ -365,28 +365,32 @@ fn read_packs(
     progress
         .bytes_total
         .store(packs.iter().map(|p| p.size).sum(), Ordering::Relaxed);
-    let errors: Vec<Finding> = packs
-        .par_iter()
-        .filter_map(|p| {
-            let res = read_pack(repo, index, p);
-            progress.packs_done.fetch_add(1, Ordering::Relaxed);
-            progress.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-            let e = res.err()?;
-            // Unreadable storage is damage too, but of another kind.
-            let kind = if e.kind() == crate::ErrorKind::NotFound {
-                FindingKind::MissingPack
-            } else {
-                FindingKind::DamagedPack
-            };
-            Some(Finding::new(
-                kind,
-                format!("pack {}", p.id),
-                e.clone_message(),
-            ))
-        })
-        .collect();
+    let read_all = || -> Result<Vec<Finding>> {
+        Ok(packs
+            .par_iter()
+            .filter_map(|p| {
+                let res = read_pack(repo, index, p);
+                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                progress.bytes_done.fetch_add(p.size, Ordering::Relaxed);
+                let e = res.err()?;
+                // Unreadable storage is damage too, but of another kind.
+                let kind = if e.kind() == crate::ErrorKind::NotFound {
+                    FindingKind::MissingPack
+                } else {
+                    FindingKind::DamagedPack
+                };
+                Some(Finding::new(
+                    kind,
+                    format!("pack {}", p.id),
+                    e.clone_message(),
+                ))
+            })
+            .collect())
+    };
+    let errors = crate::backend::with_reader_pool(repo.backend(), read_all)?;
     r.packs_read = packs.len() as u64;
     r.errors.extend(errors);
+    Ok(())
 }
 
 fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Result<()> {

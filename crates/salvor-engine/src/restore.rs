@@ -429,9 +429,11 @@ fn write_files(
         meta,
         progress,
     };
-    by_pack
-        .into_par_iter()
-        .try_for_each(|(pack, frames)| ctx.restore_pack(pack, frames))?;
+    crate::backend::with_reader_pool(reader.repo().backend(), || {
+        by_pack
+            .into_par_iter()
+            .try_for_each(|(pack, frames)| ctx.restore_pack(pack, frames))
+    })?;
     Ok(links)
 }
 

@@ -200,3 +200,73 @@ fn listings_carry_sizes_and_the_stores_modification_times() {
         .expect("local disks have modification times");
     assert!(t >= before && t <= jiff::Timestamp::now(), "{t}");
 }
+
+/// A restore from a remote store reads as many packs at once as the
+/// store has connections, not one per core: over a link where every
+/// request takes 50 ms, four reads overlap even on a two-core machine.
+#[test]
+fn a_remote_restore_reads_as_many_packs_at_once_as_the_store_has_connections() {
+    use salvor_engine::backend::limit::LimitedBackend;
+    use salvor_engine::restore::{RestoreOptions, RestoreProgress, restore};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 24 files of incompressible bytes, in packs of about 256 KiB.
+    for i in 0..24u64 {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        std::fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    let store = Arc::new(FaultyBackend::new(
+        OpendalBackend::from_url("memory://").unwrap(),
+    ));
+    let limited = Arc::new(LimitedBackend::new(store.clone(), 16));
+    let mut config = RepoConfig::new_default();
+    config.pack_target = 256 << 10;
+    config.frame_target = 64 << 10;
+    let init = InitOptions {
+        config,
+        kdf: opts().kdf,
+    };
+    let repo = Repository::init(Box::new(limited.clone()), b"pw", &init).unwrap();
+    let backup = salvor_engine::backup::BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    let (_, snap) =
+        salvor_engine::backup::backup_paths(&repo, &backup, Arc::new(BackupProgress::default()))
+            .unwrap();
+    assert!(
+        repo.load_index().unwrap().packs().len() >= 12,
+        "small packs, so that there are many to read"
+    );
+    assert!(
+        limited.connections() >= 4,
+        "a remote store has several connections"
+    );
+    let reader = BlobReader::open(&repo, "restore").unwrap();
+    limited.reset_peak();
+    store.delay_requests(std::time::Duration::from_millis(50));
+    let opts = RestoreOptions {
+        target: dir.path().join("restore"),
+        ..Default::default()
+    };
+    restore(&reader, &snap, &opts, &RestoreProgress::default()).unwrap();
+    let peak = limited.peak();
+    assert!(peak >= 4, "at most {peak} reads at once");
+    let restored = opts.target.join(src.strip_prefix("/").unwrap());
+    for i in 0..24 {
+        let name = format!("f{i}");
+        assert!(
+            std::fs::read(restored.join(&name)).unwrap() == std::fs::read(src.join(&name)).unwrap(),
+            "{name} differs"
+        );
+    }
+}

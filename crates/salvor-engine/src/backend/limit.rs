@@ -41,9 +41,15 @@ impl<B: Backend> LimitedBackend<B> {
         }
     }
 
-    /// The most requests that ran at once so far.
+    /// The most requests that ran at once since creation or [`Self::reset_peak`].
     pub fn peak(&self) -> usize {
         self.running.lock().unwrap().1
+    }
+
+    /// Starts counting [`Self::peak`] again from what runs now.
+    pub fn reset_peak(&self) {
+        let mut running = self.running.lock().unwrap();
+        running.1 = running.0;
     }
 
     fn slot(&self) -> Slot<'_, B> {
