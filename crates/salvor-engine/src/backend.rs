@@ -23,6 +23,7 @@ pub mod fault;
 pub mod limit;
 pub mod metered;
 pub mod opendal;
+pub mod options;
 pub mod retry;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -370,10 +371,20 @@ impl FileType {
 /// # Errors
 /// [`ErrorKind::InvalidInput`] for an unknown scheme or malformed URL.
 pub fn open_url(url: &str) -> Result<Box<dyn Backend>> {
+    open_url_with(url, &options::BackendOptions::from_env())
+}
+
+/// [`open_url`] with settings of the caller's, not only the environment's.
+///
+/// # Errors
+/// As [`open_url`]; an option set for another kind of store.
+pub fn open_url_with(url: &str, opts: &options::BackendOptions) -> Result<Box<dyn Backend>> {
     if url.is_empty() {
         return Err(Error::invalid("no repository given").remedy(crate::Remedy::NameRepository));
     }
-    Ok(decorate(opendal::OpendalBackend::from_url(url)?))
+    opts.check_applies(url)?;
+    let provider = opendal::OpendalBackend::from_url_with(url, opts)?;
+    Ok(decorate(provider, opts))
 }
 
 /// Threads for work that waits on `backend`'s reads (restore, `check
@@ -416,12 +427,21 @@ pub const REMOTE_REQUEST_LIMIT: usize = 8;
 /// then for a remote store transient failures are retried and concurrent
 /// requests bounded. A local disk is neither: its errors do not pass by
 /// waiting, and its one writer needs no bound.
-pub fn decorate<B: Backend + 'static>(provider: B) -> Box<dyn Backend> {
+pub fn decorate<B: Backend + 'static>(
+    provider: B,
+    opts: &options::BackendOptions,
+) -> Box<dyn Backend> {
     let local = provider.is_local();
+    let connections = provider.connections();
     let metered = metered::MeteredBackend::new(provider);
     if local {
         return Box::new(metered);
     }
-    let retried = retry::RetryingBackend::new(metered, retry::RetryPolicy::default());
-    Box::new(limit::LimitedBackend::new(retried, REMOTE_REQUEST_LIMIT))
+    let mut policy = retry::RetryPolicy::default();
+    if let Some(n) = opts.attempts {
+        policy.attempts = n;
+    }
+    let retried = retry::RetryingBackend::new(metered, policy);
+    let limit = REMOTE_REQUEST_LIMIT.max(connections * 2);
+    Box::new(limit::LimitedBackend::new(retried, limit))
 }

@@ -47,7 +47,7 @@ fn local_and_memory_stores_and_every_decorator_keep_the_contract() {
     let spool = tempfile::tempdir().unwrap();
     assert_conforms(&local(&dir.path().join("plain")), spool.path());
     assert_conforms(
-        decorate(local(&dir.path().join("decorated"))).as_ref(),
+        decorate(local(&dir.path().join("decorated")), &Default::default()).as_ref(),
         spool.path(),
     );
     assert_conforms(open_url("memory://").unwrap().as_ref(), spool.path());

@@ -94,6 +94,12 @@ pub struct GlobalOptions {
     /// Use no local cache: read everything from the repository.
     #[arg(long, env = "SALVOR_NO_CACHE", global = true)]
     no_cache: bool,
+    /// A storage option KEY=VALUE (repeat for several): s3.endpoint,
+    /// s3.region, s3.access-key-id, sftp.key, sftp.known-hosts, timeout,
+    /// io-timeout, connections, attempts. Secrets come from the
+    /// environment, never from here.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
+    options: Vec<String>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -308,6 +314,26 @@ fn with_cache(repo: Repository, cache: CacheChoice) -> salvor_engine::Result<Rep
 }
 
 impl GlobalOptions {
+    /// The backend of `--repo`, with the environment's settings and `-o`'s.
+    fn backend(&self) -> salvor_engine::Result<Box<dyn salvor_engine::backend::Backend>> {
+        self.backend_at(self.location()?)
+    }
+
+    /// The backend at `url`, with the environment's settings and `-o`'s.
+    fn backend_at(
+        &self,
+        url: &str,
+    ) -> salvor_engine::Result<Box<dyn salvor_engine::backend::Backend>> {
+        let mut opts = salvor_engine::backend::options::BackendOptions::from_env();
+        for o in &self.options {
+            let (key, value) = o.split_once('=').ok_or_else(|| {
+                Error::invalid(format!("invalid option {o:?}")).hint("write it as -o KEY=VALUE")
+            })?;
+            opts.set(key.trim(), value.trim())?;
+        }
+        salvor_engine::backend::open_url_with(url, &opts)
+    }
+
     fn location(&self) -> salvor_engine::Result<&str> {
         self.repo
             .as_deref()
@@ -324,7 +350,7 @@ impl GlobalOptions {
 
     /// [`GlobalOptions::open`] with a password already read.
     fn open_with(&self, pw: &str) -> salvor_engine::Result<Repository> {
-        let backend = salvor_engine::backend::open_url(self.location()?)?;
+        let backend = self.backend()?;
         let cache = self.cache_choice(backend.as_ref())?;
         with_cache(Repository::open(backend, pw.as_bytes())?, cache)
     }
@@ -332,7 +358,7 @@ impl GlobalOptions {
     /// [`GlobalOptions::open`] with the password read now and the key
     /// derived on another thread, for work that can start meanwhile.
     fn open_in_background(&self) -> salvor_engine::Result<crate::source::PendingRepo> {
-        let backend = salvor_engine::backend::open_url(self.location()?)?;
+        let backend = self.backend()?;
         let pw = password::get(self, false)?;
         let cache = self.cache_choice(backend.as_ref())?;
         Ok(crate::source::PendingRepo::opening(move || {
@@ -418,7 +444,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
 }
 
 fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
-    let backend = salvor_engine::backend::open_url(g.location()?)?;
+    let backend = g.backend()?;
     let mut opts = salvor_engine::repo::InitOptions::default();
     if let Some(avg) = a.file_chunk_size {
         opts.config.file_chunker = ChunkerParams::for_files(avg)?;

@@ -167,7 +167,8 @@ fn s3_backups_killed_mid_upload_leave_a_repository_that_checks_clean() {
 }
 
 /// The backend contract (`salvor check-storage`) against the real S3
-/// server: every check passes, and the objects it wrote are gone.
+/// server: every check passes, and the objects it wrote are gone. The
+/// endpoint and region come from `-o`, not the environment.
 #[test]
 fn s3_store_passes_check_storage() {
     if !common::services("s3_store_passes_check_storage") {
@@ -182,9 +183,14 @@ fn s3_store_passes_check_storage() {
     let mut c = w.cmd();
     c.env("AWS_ACCESS_KEY_ID", var("SALVOR_TEST_S3_ACCESS_KEY"))
         .env("AWS_SECRET_ACCESS_KEY", var("SALVOR_TEST_S3_SECRET_KEY"))
-        .env("AWS_ENDPOINT_URL", var("SALVOR_TEST_S3_ENDPOINT"))
-        .env("AWS_REGION", var("SALVOR_TEST_S3_REGION"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_REGION")
         .env_remove("SALVOR_PASSWORD")
+        .args([
+            "-o",
+            &format!("s3.endpoint={}", var("SALVOR_TEST_S3_ENDPOINT")),
+        ])
+        .args(["-o", &format!("s3.region={}", var("SALVOR_TEST_S3_REGION"))])
         .args(["--json", "check-storage", "--repo", &base]);
     let out = c.output().unwrap();
     assert_no_panic(&out);

@@ -54,3 +54,76 @@ fn a_store_that_cannot_be_written_fails_with_the_reason() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(stderr(&out).contains("salvor-check-"), "{}", show(&out));
 }
+
+#[test]
+fn storage_options_that_do_not_apply_or_hold_secrets_are_refused() {
+    let w = World::new();
+    w.ok(&[&"init"]);
+    let out = w.fails(&[&"snapshots", &"-o", &"s3.region=eu-west-3"], 1);
+    assert!(
+        stderr(&out).contains("s3.region does not apply"),
+        "{}",
+        show(&out)
+    );
+    let out = w.fails(&[&"snapshots", &"-o", &"s3.secret-access-key=hunter2"], 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let out = w.fails(&[&"snapshots", &"-o", &"bogus=1"], 1);
+    assert!(
+        stderr(&out).contains("the options are s3.endpoint"),
+        "{}",
+        show(&out)
+    );
+    let out = w.fails(&[&"snapshots", &"-o", &"timeout"], 1);
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", show(&out));
+}
+
+/// A store that accepts connections and never answers: with short
+/// timeouts and two attempts, the command fails in seconds, saying why,
+/// instead of hanging until someone notices.
+#[test]
+fn a_store_that_stops_answering_fails_in_bounded_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let w = World::new();
+    let start = std::time::Instant::now();
+    let out = w
+        .cmd()
+        .env("SALVOR_REPO", "s3://bucket/repo")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["-o", &format!("s3.endpoint=http://127.0.0.1:{port}")])
+        .args([
+            "-o",
+            "timeout=2s",
+            "-o",
+            "io-timeout=2s",
+            "-o",
+            "attempts=2",
+        ])
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_no_panic(&out);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("timeout") || err.contains("timed out"),
+        "{err}"
+    );
+    assert!(!held.lock().unwrap().is_empty(), "salvor never connected");
+}

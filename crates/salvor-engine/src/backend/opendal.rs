@@ -1,7 +1,10 @@
 //! The OpenDAL provider: one code path for local disk, S3-compatible storage and SFTP.
 //!
 //! OpenDAL is async; the engine is built on threads (its hot path is CPU work), so
-//! each backend owns a small tokio runtime and uses OpenDAL's blocking operator.
+//! every backend of the process shares one small tokio runtime and uses
+//! OpenDAL's blocking operator. Remote requests get OpenDAL's timeouts
+//! (`timeout` for requests without a transfer, `io-timeout` for a transfer
+//! that stalls); a timeout is transient, so [`super::retry`] tries again.
 //! For local disk OpenDAL already writes to a temporary file, fsyncs it and
 //! renames it into place (`atomic_write_dir`); it does not fsync the directory,
 //! so this provider adds that, completing the durability contract.
@@ -20,8 +23,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind as OdKind, Operator, blocking, options, services};
 
+use super::options::BackendOptions;
 use super::{Backend, FileType, ObjectInfo, ObjectSink};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -36,8 +43,42 @@ pub struct OpendalBackend {
     local_root: Option<PathBuf>,
     /// Modes of new local files and directories, from the root's group bits.
     modes: std::sync::OnceLock<Modes>,
-    // Keeps the runtime alive as long as the operator; dropped last.
-    _runtime: tokio::runtime::Runtime,
+    /// Parallel transfers worth running.
+    connections: usize,
+}
+
+/// The runtime OpenDAL's blocking operators run on, shared by every
+/// backend of the process (a daemon may open many).
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("salvor-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, "cannot start the I/O runtime").source(e))?;
+    // Another thread may have won the race; its runtime is as good.
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// OpenDAL's strategy for ssh's StrictHostKeyChecking: `strict` (yes),
+/// `accept-new`, or `off` (no).
+///
+/// # Errors
+/// Any other value.
+pub(crate) fn known_hosts_strategy(value: &str) -> Result<&'static str> {
+    match value {
+        "strict" | "yes" => Ok("strict"),
+        "accept-new" => Ok("add"),
+        "off" | "no" => Ok("accept"),
+        _ => Err(
+            Error::invalid(format!("invalid SFTP known-hosts setting {value:?}"))
+                .hint("use strict, accept-new or off (SALVOR_SFTP_KNOWN_HOSTS)"),
+        ),
+    }
 }
 
 /// Permission bits for what a local repository creates.
@@ -179,17 +220,21 @@ fn root_cause(e: &opendal::Error) -> Option<String> {
 }
 
 impl OpendalBackend {
-    /// Builds the operator for `url` (see [`super::open_url`]).
+    /// Builds the operator for `url` with the settings of the environment
+    /// (see [`super::open_url`]).
     ///
     /// # Errors
     /// Unknown scheme or invalid parameters.
     pub fn from_url(url: &str) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("salvor-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, "cannot start the I/O runtime").source(e))?;
+        Self::from_url_with(url, &BackendOptions::from_env())
+    }
+
+    /// Builds the operator for `url` with `opts`.
+    ///
+    /// # Errors
+    /// Unknown scheme or invalid parameters.
+    pub fn from_url_with(url: &str, opts: &BackendOptions) -> Result<Self> {
+        let runtime = runtime()?;
         let _guard = runtime.enter();
         let op = if let Some(rest) = url.strip_prefix("s3://") {
             // The process-wide HTTP client OpenDAL's S3 service sends through.
@@ -198,10 +243,17 @@ impl OpendalBackend {
             let mut b = services::S3::default()
                 .bucket(bucket)
                 .root(&format!("/{prefix}"));
-            if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
-                b = b.endpoint(&ep);
+            if let Some(ep) = &opts.s3_endpoint {
+                b = b.endpoint(ep);
             }
-            b = b.region(&std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()));
+            b = b.region(opts.s3_region.as_deref().unwrap_or("us-east-1"));
+            // Unset, OpenDAL looks for credentials itself (profiles, instance roles).
+            if let Some(id) = &opts.s3_access_key_id {
+                b = b.access_key_id(id);
+            }
+            if let Some(secret) = &opts.s3_secret_access_key {
+                b = b.secret_access_key(secret);
+            }
             Operator::new(b).map_err(|e| od_err(format!("invalid s3 location {url}"), e))?
         } else if let Some(rest) = url.strip_prefix("sftp://") {
             let (auth, path) = rest.split_once('/').ok_or_else(|| {
@@ -215,26 +267,14 @@ impl OpendalBackend {
             let mut b = services::Sftp::default()
                 .endpoint(&format!("ssh://{host}"))
                 .root(&format!("/{path}"));
-            if let Ok(k) = std::env::var("SALVOR_SFTP_KNOWN_HOSTS") {
-                // ssh's own StrictHostKeyChecking: strict (yes), accept-new, or off (no).
-                let strategy = match k.as_str() {
-                    "strict" | "yes" => "strict",
-                    "accept-new" => "add",
-                    "off" | "no" => "accept",
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "invalid SALVOR_SFTP_KNOWN_HOSTS {k:?}"
-                        ))
-                        .hint("use strict, accept-new or off"));
-                    }
-                };
-                b = b.known_hosts_strategy(strategy);
+            if let Some(k) = &opts.sftp_known_hosts {
+                b = b.known_hosts_strategy(known_hosts_strategy(k)?);
             }
             if let Some(u) = user {
                 b = b.user(u);
             }
-            if let Ok(k) = std::env::var("SALVOR_SFTP_KEY") {
-                b = b.key(&k);
+            if let Some(k) = &opts.sftp_key {
+                b = b.key(k);
             }
             Operator::new(b).map_err(|e| od_err(format!("invalid sftp location {url}"), e))?
         } else if url.starts_with("memory://") {
@@ -256,9 +296,15 @@ impl OpendalBackend {
                 op: Default::default(),
                 local_root: Some(root),
                 modes: Default::default(),
-                _runtime: runtime,
+                connections: opts.connections.unwrap_or(1),
             });
         };
+        let defaults = TimeoutLayer::default();
+        let op = op.layer(
+            defaults
+                .with_timeout(opts.timeout.unwrap_or(Duration::from_secs(60)))
+                .with_io_timeout(opts.io_timeout.unwrap_or(Duration::from_secs(30))),
+        );
         let op = Self::blocking(op)?;
         drop(_guard);
         Ok(Self {
@@ -266,7 +312,7 @@ impl OpendalBackend {
             op: op.into(),
             local_root: None,
             modes: Default::default(),
-            _runtime: runtime,
+            connections: opts.connections.unwrap_or(4),
         })
     }
 
@@ -298,7 +344,7 @@ impl OpendalBackend {
                 format!("no repository at {}", root.display()),
             ));
         }
-        let _guard = self._runtime.enter();
+        let _guard = runtime()?.enter();
         let b = services::Fs::default()
             .root(&root.to_string_lossy())
             .atomic_write_dir(&root.join("tmp").to_string_lossy());
@@ -483,7 +529,7 @@ impl Backend for OpendalBackend {
     }
 
     fn connections(&self) -> usize {
-        if self.local_root.is_some() { 1 } else { 4 }
+        self.connections
     }
 
     fn sink(&self, spool_dir: &Path) -> Result<Box<dyn ObjectSink>> {

@@ -171,7 +171,7 @@ pub fn check_storage(g: &GlobalOptions, _: &CheckStorageArgs) -> anyhow::Result<
     let base = g.location()?.trim_end_matches('/');
     let scratch = format!("salvor-check-{}", &salvor_engine::id::random_hex()[..12]);
     let url = format!("{base}/{scratch}");
-    let backend = salvor_engine::backend::open_url(&url)?;
+    let backend = g.backend_at(&url)?;
     backend.create()?;
     // Pieces wait in unlinked files there: nothing to clean up.
     let spool = std::env::temp_dir();

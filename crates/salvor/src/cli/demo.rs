@@ -201,7 +201,7 @@ pub fn run(g: &GlobalOptions, a: &DemoArgs) -> anyhow::Result<i32> {
     say(format!("1. sample tree written to {}", src.display()));
     // A fixed password is fine for a throwaway demo repository; real use takes
     // it from SALVOR_PASSWORD, a file or a command.
-    let backend = salvor_engine::backend::open_url(&repo_dir.to_string_lossy())?;
+    let backend = g.backend_at(&repo_dir.to_string_lossy())?;
     let repo = Repository::init(backend, b"salvor-demo-password", &Default::default())?;
     say(format!("2. repository created at {}", repo_dir.display()));
     let opts = BackupOptions {
