@@ -7,6 +7,8 @@
 //! same suite through `salvor check-storage` in the CLI's tests, against
 //! the real servers.)
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,8 +18,6 @@ use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backend::retry::{RetryPolicy, RetryingBackend};
 use salvor_engine::backend::{Backend, FileType, conformance, decorate, open_url};
 use salvor_engine::backup::{BackupProgress, StreamOptions, backup_stream};
-use salvor_engine::check::{CheckOptions, CheckProgress, Subset, check};
-use salvor_engine::crypto::KdfParams;
 use salvor_engine::format::config::RepoConfig;
 use salvor_engine::repo::{BlobReader, InitOptions};
 use salvor_engine::{ErrorKind, Repository};
@@ -122,17 +122,6 @@ fn transient_failures_are_retried_and_permanent_ones_fail_at_once() {
     assert_eq!(faulty.request_count() - before, 1);
 }
 
-fn opts() -> InitOptions {
-    InitOptions {
-        config: RepoConfig::new_default(),
-        kdf: KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        },
-    }
-}
-
 fn dump_text(n: u32) -> Vec<u8> {
     (0..n)
         .flat_map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i} of {n}');\n").into_bytes())
@@ -145,7 +134,7 @@ fn a_backup_over_a_link_that_drops_every_seventh_request_completes_and_checks_cl
     let faulty = Arc::new(FaultyBackend::new(local(dir.path())));
     let metered = Arc::new(MeteredBackend::new(faulty.clone()));
     let retried = RetryingBackend::new(metered.clone(), RetryPolicy::immediate(5));
-    let repo = Repository::init(Box::new(retried), b"pw", &opts()).unwrap();
+    let repo = Repository::init(Box::new(retried), b"pw", &common::init_options()).unwrap();
     faulty.fail_every(7);
     let data = dump_text(300_000);
     let stream = StreamOptions {
@@ -169,15 +158,7 @@ fn a_backup_over_a_link_that_drops_every_seventh_request_completes_and_checks_cl
     assert!(sent.write >= 3 && sent.bytes_written > 0, "{sent:?}");
 
     faulty.fail_every(0);
-    let r = check(
-        &repo,
-        &CheckOptions {
-            read_data: Some(Subset::All),
-        },
-        &CheckProgress::default(),
-    )
-    .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    common::assert_clean(&repo);
     let reader = BlobReader::new(&repo, Arc::new(repo.load_index().unwrap()));
     let root = reader.read_tree(&snap.tree).unwrap();
     let mut out = Vec::new();
@@ -233,7 +214,7 @@ fn a_remote_restore_reads_as_many_packs_at_once_as_the_store_has_connections() {
     config.frame_target = 64 << 10;
     let init = InitOptions {
         config,
-        kdf: opts().kdf,
+        kdf: common::cheap_kdf(),
     };
     let repo = Repository::init(Box::new(limited.clone()), b"pw", &init).unwrap();
     let backup = salvor_engine::backup::BackupOptions {

@@ -5,6 +5,8 @@
 //! snapshot from storage, refetches a damaged cached copy, and `check`
 //! bypasses the cache.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,23 +15,13 @@ use salvor_engine::backend::fault::FaultyBackend;
 use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backend::{Backend, FileType, ObjectInfo};
 use salvor_engine::backup::{BackupProgress, StreamOptions, backup_stream};
-use salvor_engine::check::{CheckOptions, CheckProgress, Subset, check};
-use salvor_engine::crypto::KdfParams;
-use salvor_engine::format::config::RepoConfig;
 use salvor_engine::format::index::IndexFile;
 use salvor_engine::repo::{BlobReader, InitOptions};
 
 type Counted = Arc<FaultyBackend<OpendalBackend>>;
 
 fn opts() -> InitOptions {
-    InitOptions {
-        config: RepoConfig::new_default(),
-        kdf: KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        },
-    }
+    common::init_options()
 }
 
 fn counted(dir: &Path) -> Counted {
@@ -55,11 +47,7 @@ fn index_names(b: &dyn Backend) -> Vec<String> {
 }
 
 fn check_clean(repo: &Repository) {
-    let opts = CheckOptions {
-        read_data: Some(Subset::All),
-    };
-    let r = check(repo, &opts, &CheckProgress::default()).unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    common::assert_clean(repo);
 }
 
 /// Every snapshot dumps back the bytes its stream was made of.

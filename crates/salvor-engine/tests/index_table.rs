@@ -5,6 +5,8 @@
 //! table made from files that are gone, or a damaged or forged one, is
 //! not used and is made again.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,14 +15,12 @@ use salvor_engine::backend::fault::FaultyBackend;
 use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backend::{Backend, FileType};
 use salvor_engine::backup::{BackupProgress, StreamOptions, backup_stream};
-use salvor_engine::crypto::KdfParams;
 use salvor_engine::format::Extension;
-use salvor_engine::format::config::RepoConfig;
 use salvor_engine::format::index::{IndexFile, IndexPack};
 use salvor_engine::format::pack::{BlobEntry, BlobKind, Compression, FrameEntry};
 use salvor_engine::id::{BlobId, PackId};
 use salvor_engine::index::Index;
-use salvor_engine::repo::{BlobReader, InitOptions};
+use salvor_engine::repo::BlobReader;
 
 type Counted = Arc<FaultyBackend<OpendalBackend>>;
 
@@ -28,15 +28,7 @@ fn init(dir: &Path) -> Counted {
     let backend = Arc::new(FaultyBackend::new(
         OpendalBackend::from_url(dir.to_str().unwrap()).unwrap(),
     ));
-    let opts = InitOptions {
-        config: RepoConfig::new_default(),
-        kdf: KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        },
-    };
-    Repository::init(Box::new(backend.clone()), b"pw", &opts).unwrap();
+    Repository::init(Box::new(backend.clone()), b"pw", &common::init_options()).unwrap();
     backend
 }
 

@@ -4,29 +4,21 @@
 //! refused; stats count two identical backups as one copy of the data;
 //! diff names what changed.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use salvor_engine::backend::open_url;
 use salvor_engine::backup::{BackupOptions, BackupProgress, backup_paths};
-use salvor_engine::crypto::KdfParams;
-use salvor_engine::format::config::RepoConfig;
 use salvor_engine::format::snapshot::Manifest;
 use salvor_engine::id::SnapshotId;
 use salvor_engine::ops::snapshots::{SnapshotFilter, list, select};
 use salvor_engine::ops::stats::{StatsOptions, stats};
-use salvor_engine::repo::InitOptions;
 use salvor_engine::{ErrorKind, Remedy, Repository};
 
 fn init(dir: &Path) -> Repository {
-    let opts = InitOptions {
-        config: RepoConfig::new_default(),
-        kdf: KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        },
-    };
+    let opts = common::init_options();
     Repository::init(open_url(dir.to_str().unwrap()).unwrap(), b"pw", &opts).unwrap()
 }
 

@@ -5,6 +5,8 @@
 //! cancelled backup records nothing and releases its lock; readers that
 //! restore hold a shared lock an exclusive one must wait for.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,23 +18,14 @@ use salvor_engine::backend::{Backend, FileType};
 use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions, backup_stream};
 use salvor_engine::cancel::Cancel;
 use salvor_engine::clock::{Clock, ManualClock};
-use salvor_engine::crypto::KdfParams;
-use salvor_engine::format::config::RepoConfig;
+use salvor_engine::repo::BlobReader;
 use salvor_engine::repo::lock::{LOST_AFTER, REFRESH_EVERY, STALE_AFTER};
-use salvor_engine::repo::{BlobReader, InitOptions};
 use salvor_engine::{ErrorKind, Repository};
 
 type Faulty = Arc<FaultyBackend<OpendalBackend>>;
 
 fn init(dir: &Path) -> (Faulty, Repository, Arc<ManualClock>) {
-    let opts = InitOptions {
-        config: RepoConfig::new_default(),
-        kdf: KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        },
-    };
+    let opts = common::init_options();
     let backend: Faulty = Arc::new(FaultyBackend::new(
         OpendalBackend::from_url(dir.to_str().unwrap()).unwrap(),
     ));
