@@ -6,5 +6,7 @@
 //! see it and wait.
 
 pub mod diff;
+pub mod forget;
 pub mod snapshots;
 pub mod stats;
+pub mod tag;

@@ -9,6 +9,7 @@
 mod backup;
 mod check;
 mod demo;
+mod forget;
 mod inspect;
 mod key;
 mod output;
@@ -18,6 +19,7 @@ mod remedy;
 mod restore;
 mod signals;
 mod sources;
+mod tag;
 
 use std::path::PathBuf;
 
@@ -137,6 +139,29 @@ Examples:
     Diff(inspect::DiffArgs),
     /// Show repository size, deduplication and compression.
     Stats(inspect::StatsArgs),
+    /// Remove snapshots, by id or by a retention policy, saying why each one stays.
+    ///
+    /// Snapshots are grouped (by host and paths unless --group-by says
+    /// otherwise) and each group keeps what any rule keeps; the rest is
+    /// removed. Days, weeks, months and years are calendar periods in the
+    /// local time zone (--time-zone). A group is never emptied, and a
+    /// snapshot tagged `keep` is never removed. Only snapshot documents
+    /// go: the data stays in the repository.
+    #[command(after_help = "\
+Examples:
+  salvor forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
+  salvor forget --keep-within 30d --group-by source
+  salvor forget 1a2b3c4d")]
+    Forget(forget::ForgetArgs),
+    /// Change snapshots' tags (`--add keep` protects a snapshot from forget).
+    ///
+    /// A snapshot is named by its hash, so a retagged snapshot gets a new
+    /// id; the new one is written before the old one is removed.
+    #[command(after_help = "\
+Examples:
+  salvor tag 1a2b3c4d --add keep
+  salvor tag 1a2b3c4d 5e6f7a8b --remove nightly --add archive")]
+    Tag(tag::TagArgs),
     /// Restore a snapshot into a directory.
     Restore(restore::RestoreArgs),
     /// Write one file or stream of a snapshot to stdout.
@@ -270,6 +295,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ls(a) => inspect::ls(g, &a),
         Command::Diff(a) => inspect::diff(g, &a),
         Command::Stats(a) => inspect::stats(g, &a),
+        Command::Forget(a) => forget::run(g, &a),
+        Command::Tag(a) => tag::run(g, &a),
         Command::Restore(a) => restore::restore(g, &a),
         Command::Dump(a) => restore::dump(g, &a),
         Command::Check(a) => check::check(g, &a),
