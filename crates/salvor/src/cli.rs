@@ -198,6 +198,9 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::RepositoryNotFound => 10,
         ErrorKind::Locked | ErrorKind::LockLost => 11,
         ErrorKind::WrongPassword => 12,
+        // A flag, argument or configuration value that makes no sense is a
+        // usage error, as clap's own are.
+        ErrorKind::InvalidInput => 2,
         ErrorKind::Interrupted => 130,
         _ => 1,
     }

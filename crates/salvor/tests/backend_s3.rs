@@ -135,7 +135,7 @@ fn s3_repository_init_backup_check_restore() {
         .args(["--no-cache", "--cache-dir", "x", "snapshots"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr(&out).contains("contradict"), "{}", show(&out));
 }
 

@@ -59,25 +59,25 @@ fn a_store_that_cannot_be_written_fails_with_the_reason() {
 fn storage_options_that_do_not_apply_or_hold_secrets_are_refused() {
     let w = World::new();
     w.ok(&[&"init"]);
-    let out = w.fails(&[&"snapshots", &"-o", &"s3.region=eu-west-3"], 1);
+    let out = w.fails(&[&"snapshots", &"-o", &"s3.region=eu-west-3"], 2);
     assert!(
         stderr(&out).contains("s3.region does not apply"),
         "{}",
         show(&out)
     );
-    let out = w.fails(&[&"snapshots", &"-o", &"s3.secret-access-key=hunter2"], 1);
+    let out = w.fails(&[&"snapshots", &"-o", &"s3.secret-access-key=hunter2"], 2);
     let err = stderr(&out);
     assert!(
         err.contains("AWS_SECRET_ACCESS_KEY") && !err.contains("hunter2"),
         "{err}"
     );
-    let out = w.fails(&[&"snapshots", &"-o", &"bogus=1"], 1);
+    let out = w.fails(&[&"snapshots", &"-o", &"bogus=1"], 2);
     assert!(
         stderr(&out).contains("the options are s3.endpoint"),
         "{}",
         show(&out)
     );
-    let out = w.fails(&[&"snapshots", &"-o", &"timeout"], 1);
+    let out = w.fails(&[&"snapshots", &"-o", &"timeout"], 2);
     assert!(stderr(&out).contains("KEY=VALUE"), "{}", show(&out));
 }
 

@@ -414,7 +414,7 @@ fn snapshot_selectors_latest_prefix_ambiguous_and_unknown() {
         .iter()
         .find(|c| first_chars.iter().filter(|d| d == c).count() > 1)
         .unwrap();
-    let out = w.fails(&[&"ls", &shared.to_string()], 1);
+    let out = w.fails(&[&"ls", &shared.to_string()], 2);
     assert!(stderr(&out).contains("ambiguous"), "{}", show(&out));
     let out = w.fails(&[&"dump", &"zzzzzz", &"s.txt"], 1);
     assert!(

@@ -82,7 +82,7 @@ fn forget_by_policy_and_by_id() {
     );
 
     // By id; a protected one is refused.
-    let out = w.fails(&[&"forget", &protected[..12].to_string()], 1);
+    let out = w.fails(&[&"forget", &protected[..12].to_string()], 2);
     assert!(stderr(&out).contains("is protected"), "{}", show(&out));
     w.ok(&[&"forget", &left[0][..12].to_string()]);
     assert_eq!(snapshot_ids(&w), [protected]);
@@ -92,9 +92,9 @@ fn forget_by_policy_and_by_id() {
 fn forget_refuses_what_makes_no_sense() {
     let w = World::new();
     w.init();
-    let out = w.fails(&[&"forget"], 1);
+    let out = w.fails(&[&"forget"], 2);
     assert!(stderr(&out).contains("nothing to forget"), "{}", show(&out));
-    let out = w.fails(&[&"forget", &"--keep-within", &"soon"], 1);
+    let out = w.fails(&[&"forget", &"--keep-within", &"soon"], 2);
     assert!(
         stderr(&out).contains("invalid retention span"),
         "{}",
@@ -108,21 +108,21 @@ fn forget_refuses_what_makes_no_sense() {
             &"--time-zone",
             &"Mars/Olympus",
         ],
-        1,
+        2,
     );
     assert!(stderr(&out).contains("unknown time zone"), "{}", show(&out));
     let out = w.fails(
         &[&"forget", &"--keep-last", &"1", &"--group-by", &"color"],
-        1,
+        2,
     );
     assert!(
         stderr(&out).contains("cannot group snapshots by"),
         "{}",
         show(&out)
     );
-    let out = w.fails(&[&"forget", &"latest"], 1);
+    let out = w.fails(&[&"forget", &"latest"], 2);
     assert!(stderr(&out).contains("not latest"), "{}", show(&out));
-    let out = w.fails(&[&"forget", &"abcdef12", &"--keep-last", &"2"], 1);
+    let out = w.fails(&[&"forget", &"abcdef12", &"--keep-last", &"2"], 2);
     assert!(stderr(&out).contains("not both"), "{}", show(&out));
 }
 
@@ -150,9 +150,9 @@ fn tag_protects_a_snapshot_and_gives_it_a_new_id() {
         w.json(&[&"tag", &new, &"--add", &"keep"]),
         serde_json::json!([])
     );
-    let out = w.fails(&[&"tag", &new], 1);
+    let out = w.fails(&[&"tag", &new], 2);
     assert!(stderr(&out).contains("no tag change"), "{}", show(&out));
-    let out = w.fails(&[&"tag", &new, &"--add", &"a,b"], 1);
+    let out = w.fails(&[&"tag", &new, &"--add", &"a,b"], 2);
     assert!(stderr(&out).contains("comma"), "{}", show(&out));
     let v = w.json(&[&"check"]);
     assert_eq!(v["errors"], Value::Array(vec![]), "{v}");

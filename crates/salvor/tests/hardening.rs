@@ -239,7 +239,7 @@ fn unbounded_reads_of_config_password_and_exclude_files_are_capped() {
     let start = std::time::Instant::now();
     let out = w.fails(
         &[&"--config", &"/dev/zero", &"inspect", &"--source", &"x"],
-        1,
+        2,
     );
     assert!(
         stderr(&out).contains("larger than 16 MiB"),
@@ -257,7 +257,7 @@ fn unbounded_reads_of_config_password_and_exclude_files_are_capped() {
     );
     let src = w.path("src");
     write(&src.join("a"), b"a");
-    let out = w.fails(&[&"backup", &src, &"--exclude-file", &"/dev/zero"], 1);
+    let out = w.fails(&[&"backup", &src, &"--exclude-file", &"/dev/zero"], 2);
     assert!(stderr(&out).contains("larger than"), "{}", show(&out));
     let out = w.run_env(
         &[
@@ -293,7 +293,7 @@ fn absurd_numbers_are_refused_with_their_range() {
             format!("[source.r]\ntype = \"redis\"\n{key} = {value}\n"),
         )
         .unwrap();
-        let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"r"], 1);
+        let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"r"], 2);
         let err = stderr(&out);
         assert!(
             err.contains("line 3") && err.contains(key) && err.contains(range),
@@ -311,11 +311,11 @@ fn config_type_errors_name_the_line_and_the_key() {
         "# a comment\n[source.db]\ntype = \"postgres\"\nhost = \"x\"\nport = \"5432\"\n",
     )
     .unwrap();
-    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"db"], 1);
+    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"db"], 2);
     let err = stderr(&out);
     assert!(err.contains("c.toml: line 5: port:"), "{err}");
     std::fs::write(&cfg, "[source.c]\ntype = \"command\"\ncommand = \"\"\n").unwrap();
-    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"c"], 1);
+    let out = w.fails(&[&"--config", &cfg, &"inspect", &"--source", &"c"], 2);
     assert!(
         stderr(&out).contains("line 3: command: must not be empty"),
         "{}",
@@ -624,7 +624,7 @@ fn a_source_restore_refuses_flags_that_do_not_apply() {
             &"--yes",
         ];
         args.extend(extra.iter().map(|s| s as &dyn AsRef<std::ffi::OsStr>));
-        let out = w.fails(&args, 1);
+        let out = w.fails(&args, 2);
         assert!(
             stderr(&out).contains(extra[0]) && stderr(&out).contains("does not apply"),
             "{extra:?}: {}",
@@ -648,7 +648,7 @@ fn a_source_restore_refuses_flags_that_do_not_apply() {
             &"x",
             &"--yes",
         ],
-        1,
+        2,
     );
     assert!(stderr(&out).contains("do not apply"), "{}", show(&out));
     assert!(!w.path("restored-cmd").exists());
@@ -701,7 +701,7 @@ fn a_files_restore_asks_only_about_files_that_exist() {
             &"--to",
             t,
         ],
-        1,
+        2,
     );
     assert!(
         stderr(&out).contains("2 of the snapshot's 2 files"),
@@ -715,7 +715,7 @@ fn demo_refuses_a_directory_it_did_not_make() {
     let w = World::new();
     let dir = w.path("mine");
     write(&dir.join("precious.txt"), b"keep me\n");
-    let out = w.fails(&[&"demo", &"--dir", &dir], 1);
+    let out = w.fails(&[&"demo", &"--dir", &dir], 2);
     assert!(stderr(&out).contains("not made by"), "{}", show(&out));
     assert_eq!(
         std::fs::read(dir.join("precious.txt")).unwrap(),

@@ -55,7 +55,7 @@ fn a_rotated_key_seals_what_comes_next_and_reads_what_came_before() {
     let stolen_keys = w.path("stolen-keys");
     copy_dir(&w.repo().join("keys"), &stolen_keys);
 
-    let out = w.fails(&[&"key", &"rotate"], 1);
+    let out = w.fails(&[&"key", &"rotate"], 2);
     assert!(
         stderr(&out).contains("other key file") && stderr(&out).contains("--yes"),
         "{}",
@@ -110,6 +110,6 @@ fn a_v1_repository_refuses_to_rotate() {
         &[("SALVOR_PASSWORD", Some(&"salvor fixture v1"))],
         &[&"key", &"rotate", &"--yes"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr(&out).contains("v2"), "{}", show(&out));
 }
