@@ -66,6 +66,26 @@ fn snapshots_are_filtered_and_chosen_by_host_tag_and_source() {
         ..Default::default()
     };
     assert_eq!(ids(&list(&repo, &both_tags).unwrap().snapshots), [pg_a]);
+    let with_path = |p: &str| SnapshotFilter {
+        paths: vec![p.to_string()],
+        ..Default::default()
+    };
+    let src_path = src.to_str().unwrap();
+    assert_eq!(
+        list(&repo, &with_path(src_path)).unwrap().snapshots.len(),
+        3
+    );
+    let slash = format!("{src_path}/");
+    assert_eq!(list(&repo, &with_path(&slash)).unwrap().snapshots.len(), 3);
+    assert!(
+        list(&repo, &with_path("/elsewhere"))
+            .unwrap()
+            .snapshots
+            .is_empty()
+    );
+    // A named snapshot of another host is refused.
+    let e = select(&repo, &etc_b.to_hex(), &host_a).unwrap_err();
+    assert!(e.to_string().contains("not of the host"), "{e}");
 
     // The latest of a source skips newer snapshots of other sources.
     let pg = SnapshotFilter {

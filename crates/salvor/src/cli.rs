@@ -9,6 +9,7 @@
 mod backup;
 mod check;
 mod demo;
+mod filter;
 mod forget;
 mod inspect;
 mod key;
@@ -503,4 +504,16 @@ fn init(g: &GlobalOptions, a: &InitArgs) -> anyhow::Result<i32> {
         outln!("keep the password safe: without it the data cannot be restored")?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks a command's arguments only when that command is parsed
+    /// (two arguments named alike panic then): check every one up front.
+    #[test]
+    fn every_command_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
 }

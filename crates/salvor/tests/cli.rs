@@ -1545,3 +1545,49 @@ fn a_damaged_snapshot_does_not_block_new_backups() {
     let t = w.restore(&newest, "restore", &src);
     assert_eq!(std::fs::read(t.join("f.txt")).unwrap(), b"new data\n");
 }
+
+/// `latest` in ls, dump and restore takes the newest snapshot of the
+/// host, tags and paths asked for; a named snapshot that does not match
+/// them is refused (exit 2), so nothing acts on a snapshot of another host.
+#[test]
+fn latest_takes_host_tag_and_path_filters() {
+    let w = World::new();
+    w.init();
+    let src = w.path("src");
+    write(&src.join("a.txt"), b"from host one\n");
+    let one = w.json(&[&"backup", &"--host", &"one", &"--tag", &"daily", &src]);
+    write(&src.join("a.txt"), b"from host two\n");
+    w.json(&[&"backup", &"--host", &"two", &src]);
+    let file = src.join("a.txt");
+    let dumped = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"dump", &"latest", &file];
+        all.extend_from_slice(args);
+        w.ok(&all).stdout
+    };
+    assert_eq!(dumped(&[]), b"from host two\n");
+    assert_eq!(dumped(&[&"--host", &"one"]), b"from host one\n");
+    assert_eq!(dumped(&[&"--tag", &"daily"]), b"from host one\n");
+    assert_eq!(dumped(&[&"--path", &src]), b"from host two\n");
+    let out = w.fails(&[&"ls", &"latest", &"--path", &"/elsewhere"], 1);
+    assert!(
+        stderr(&out).contains("no snapshot matches"),
+        "{}",
+        show(&out)
+    );
+    let target = w.path("r");
+    w.ok(&[
+        &"restore",
+        &"latest",
+        &"--host",
+        &"one",
+        &"--target",
+        &target,
+    ]);
+    assert_eq!(
+        std::fs::read(restored(&target, &src).join("a.txt")).unwrap(),
+        b"from host one\n"
+    );
+    let id = one["snapshot"].as_str().unwrap();
+    let out = w.fails(&[&"ls", &id, &"--host", &"two"], 2);
+    assert!(stderr(&out).contains("not of the host"), "{}", show(&out));
+}

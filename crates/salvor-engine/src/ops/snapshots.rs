@@ -12,6 +12,9 @@ pub struct SnapshotFilter {
     pub hosts: Vec<String>,
     /// Only snapshots that carry every one of these tags.
     pub tags: Vec<String>,
+    /// Only snapshots holding every one of these backed-up paths (a
+    /// trailing `/` does not count).
+    pub paths: Vec<String>,
     /// Only snapshots holding a backup of this configured source.
     pub source: Option<String>,
 }
@@ -21,6 +24,10 @@ impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| {
+                let p = p.trim_end_matches('/');
+                s.paths.iter().any(|q| q.trim_end_matches('/') == p)
+            })
             && self
                 .source
                 .as_ref()
@@ -75,15 +82,18 @@ pub fn select(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result<
     }
     let (id, snap) = repo.find_snapshot(spec)?;
     if !filter.matches(&snap) {
-        let why = match &filter.source {
-            Some(name) if !snap.manifests.contains_key(name) => {
-                format!("snapshot {} holds no backup of source {name}", id.short())
-            }
-            _ => format!("snapshot {} does not match the filter", id.short()),
+        let e = match &filter.source {
+            Some(name) if !snap.manifests.contains_key(name) => Error::invalid(format!(
+                "snapshot {} holds no backup of source {name}",
+                id.short()
+            ))
+            .hint("source snapshots are tagged source:NAME"),
+            _ => Error::invalid(format!(
+                "snapshot {} is not of the host, tags or paths asked for",
+                id.short()
+            )),
         };
-        return Err(Error::invalid(why)
-            .hint("source snapshots are tagged source:NAME")
-            .remedy(Remedy::ListSnapshots));
+        return Err(e.remedy(Remedy::ListSnapshots));
     }
     Ok((id, snap))
 }

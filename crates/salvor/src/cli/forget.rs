@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use clap::Args;
 use salvor_engine::Error;
 use salvor_engine::ops::forget::{self, ForgetOptions, GroupBy, KeepPolicy, Period, parse_span};
-use salvor_engine::ops::snapshots::SnapshotFilter;
 
+use super::filter::FilterArgs;
 use super::output::outln;
 use super::{GlobalOptions, output};
 
@@ -59,12 +59,8 @@ pub struct ForgetArgs {
     /// (host, paths, tags, source, job; comma-separated; "" for one group).
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
     group_by: String,
-    /// Only snapshots of this host (repeat for any of several).
-    #[arg(long)]
-    host: Vec<String>,
-    /// Only snapshots with this tag (repeat: with every one of them).
-    #[arg(long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Only snapshots holding a backup of this configured source.
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
@@ -137,11 +133,7 @@ pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
         ids: a.ids.clone(),
         policy,
         group_by: a.group_by.parse::<GroupBy>()?,
-        filter: SnapshotFilter {
-            hosts: a.host.clone(),
-            tags: a.tag.clone(),
-            source: a.source.clone(),
-        },
+        filter: a.filter.filter(a.source.clone()),
         time_zone,
         dry_run: a.dry_run,
     };

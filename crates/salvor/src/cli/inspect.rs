@@ -3,7 +3,9 @@
 use clap::Args;
 use salvor_engine::browse;
 use salvor_engine::format::tree::NodeKind;
-use salvor_engine::ops::{self, snapshots::SnapshotFilter};
+use salvor_engine::ops;
+
+use super::filter::FilterArgs;
 use salvor_engine::repo::BlobReader;
 
 use super::output::outln;
@@ -12,12 +14,8 @@ use super::{GlobalOptions, output};
 /// Arguments of `salvor snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Only snapshots of this host (repeat for any of several).
-    #[arg(long)]
-    host: Vec<String>,
-    /// Only snapshots with this tag (repeat: with every one of them).
-    #[arg(long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Only snapshots holding a backup of this configured source.
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
@@ -26,12 +24,7 @@ pub struct SnapshotsArgs {
 /// Lists snapshots.
 pub fn snapshots(g: &GlobalOptions, a: &SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
-    let filter = SnapshotFilter {
-        hosts: a.host.clone(),
-        tags: a.tag.clone(),
-        source: a.source.clone(),
-    };
-    let list = ops::snapshots::list(&repo, &filter)?;
+    let list = ops::snapshots::list(&repo, &a.filter.filter(a.source.clone()))?;
     for e in &list.unreadable {
         eprintln!("warning: {}", e.render(&super::remedy::say));
     }
@@ -87,6 +80,8 @@ pub struct LsArgs {
     /// Show mode, owner, size and time.
     #[arg(short, long)]
     long: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 fn mode_string(kind: NodeKind, mode: u32) -> String {
@@ -112,7 +107,7 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 /// Lists a snapshot's files.
 pub fn ls(g: &GlobalOptions, a: &LsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (_, snap) = ops::snapshots::select(&repo, &a.snapshot, &a.filter.filter(None))?;
     let reader = BlobReader::open(&repo, "ls")?;
     let base = a.path.clone().unwrap_or_else(|| "/".into());
     let start = browse::find(&reader, &snap.tree, &base)?;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::Args;
+use salvor_engine::ops;
 use salvor_engine::repo::BlobReader;
 use salvor_engine::restore::{self, RestoreOptions, RestoreProgress};
 use salvor_engine::{Error, browse};
 
+use super::filter::FilterArgs;
 use super::output::outln;
 use super::progress::Ticker;
 use super::{GlobalOptions, output};
@@ -51,6 +53,8 @@ pub struct RestoreArgs {
     /// Skip paths matching this glob (repeatable).
     #[arg(short, long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// Runs `salvor restore`.
@@ -83,7 +87,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         .clone()
         .expect("clap requires --target without --source");
     let repo = g.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = ops::snapshots::select(&repo, &a.snapshot, &a.filter.filter(None))?;
     let reader = BlobReader::open(&repo, "restore")?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
@@ -137,13 +141,15 @@ pub struct DumpArgs {
     snapshot: String,
     /// Path of the file in the snapshot (for a stdin backup: its --stdin-name).
     path: String,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// Runs `salvor dump`.
 pub fn dump(g: &GlobalOptions, a: &DumpArgs) -> anyhow::Result<i32> {
     super::signals::install();
     let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (_, snap) = ops::snapshots::select(&repo, &a.snapshot, &a.filter.filter(None))?;
     let reader = BlobReader::open(&repo, "dump")?;
     let node = browse::find(&reader, &snap.tree, &a.path)?.ok_or_else(|| {
         Error::invalid("dump needs a file path")

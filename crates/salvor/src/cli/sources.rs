@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use clap::Args;
 use salvor_engine::backend::metered::Requests;
-use salvor_engine::ops::snapshots::SnapshotFilter;
 use salvor_engine::repo::BlobReader;
 use salvor_engine::{Error, ErrorKind};
 
@@ -109,10 +108,7 @@ pub fn restore(g: &GlobalOptions, a: &RestoreArgs) -> anyhow::Result<i32> {
         .into());
     }
     let repo = g.open()?;
-    let filter = SnapshotFilter {
-        source: Some(name.to_string()),
-        ..Default::default()
-    };
+    let filter = a.filter.filter(Some(name.to_string()));
     let (id, snap) = salvor_engine::ops::snapshots::select(&repo, &a.snapshot, &filter)?;
     let reader = BlobReader::open(&repo, "restore")?;
     let ctx = RestoreContext {
