@@ -118,6 +118,9 @@ pub enum FindingKind {
     MissingBlob,
     /// A pack whose bytes fail authentication, hashing or parsing.
     DamagedPack,
+    /// The index's record of a pack's frames and blobs differs from the
+    /// pack's own header, or from another index record of the same pack.
+    IndexMismatch,
 }
 
 impl FindingKind {
@@ -194,9 +197,28 @@ pub fn check(
         ));
     }
     let mut index = Index::spilling(repo.spill_dir());
+    // What each index record says of its pack's frames, as a hash (32
+    // bytes a pack, not the records themselves), for `read_data` to compare
+    // with the pack's header.
+    let mut tables: HashMap<PackId, [u8; 32]> = HashMap::new();
     for ObjectInfo { name, .. } in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {
-            Ok(f) => f.packs.iter().for_each(|p| index.add_pack(p)),
+            Ok(f) => {
+                for p in &f.packs {
+                    let hash = frame_table_hash(&p.frames);
+                    if *tables.entry(p.id).or_insert(hash) != hash {
+                        r.errors.push(Finding::new(
+                            FindingKind::IndexMismatch,
+                            format!("pack {}", p.id),
+                            format!(
+                                "pack {} is listed with different frames in index file {name}",
+                                p.id
+                            ),
+                        ));
+                    }
+                    index.add_pack(p);
+                }
+            }
             Err(e) => r.errors.push(Finding::new(
                 FindingKind::DamagedIndexFile,
                 format!("index {name}"),
@@ -242,7 +264,7 @@ pub fn check(
     }
     check_snapshots(repo, &index, &mut r)?;
     if let Some(subset) = opts.read_data {
-        read_packs(repo, &index, subset, progress, &mut r)?;
+        read_packs(repo, &index, &tables, subset, progress, &mut r)?;
     }
     Ok(r)
 }
@@ -346,9 +368,18 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
     Ok(())
 }
 
+/// A hash of a pack's frame table (offsets, lengths, compression and
+/// every blob's id, kind, offset and length), as the index records it or
+/// as the pack's header holds it.
+fn frame_table_hash(frames: &[crate::format::pack::FrameEntry]) -> [u8; 32] {
+    let bytes = postcard::to_allocvec(frames).expect("frame tables serialise");
+    *blake3::hash(&bytes).as_bytes()
+}
+
 fn read_packs(
     repo: &Repository,
     index: &Arc<Index>,
+    tables: &HashMap<PackId, [u8; 32]>,
     subset: Subset,
     progress: &CheckProgress,
     r: &mut CheckResults,
@@ -372,18 +403,30 @@ fn read_packs(
                 let res = read_pack(repo, index, p);
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 progress.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-                let e = res.err()?;
-                // Unreadable storage is damage too, but of another kind.
-                let kind = if e.kind() == crate::ErrorKind::NotFound {
-                    FindingKind::MissingPack
-                } else {
-                    FindingKind::DamagedPack
-                };
-                Some(Finding::new(
-                    kind,
-                    format!("pack {}", p.id),
-                    e.clone_message(),
-                ))
+                let object = format!("pack {}", p.id);
+                match res {
+                    Ok(frames) if tables.get(&p.id) == Some(&frames) => None,
+                    Ok(_) => Some(Finding::new(
+                        FindingKind::IndexMismatch,
+                        object,
+                        format!(
+                            "pack {}: its header and the index disagree on its frames or blobs \
+                             (repair index rebuilds the index from the headers)",
+                            p.id
+                        ),
+                    )),
+                    // Unreadable storage is damage too, but of another kind.
+                    Err(e) if e.kind() == crate::ErrorKind::NotFound => Some(Finding::new(
+                        FindingKind::MissingPack,
+                        object,
+                        e.clone_message(),
+                    )),
+                    Err(e) => Some(Finding::new(
+                        FindingKind::DamagedPack,
+                        object,
+                        e.clone_message(),
+                    )),
+                }
             })
             .collect())
     };
@@ -393,7 +436,9 @@ fn read_packs(
     Ok(())
 }
 
-fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Result<()> {
+/// Reads and verifies one pack whole; returns its header's
+/// [`frame_table_hash`].
+fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Result<[u8; 32]> {
     let data = repo.backend().read(FileType::Pack, &p.id.to_hex())?;
     let (salt, header) = crate::pack::read_header(repo.key(), &p.id, &data)?;
     if salt != p.salt {
@@ -441,5 +486,5 @@ fn read_pack(repo: &Repository, index: &Index, p: &crate::index::PackInfo) -> Re
             }
         }
     }
-    Ok(())
+    Ok(frame_table_hash(&header.frames))
 }

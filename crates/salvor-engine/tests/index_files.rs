@@ -254,3 +254,54 @@ fn a_cached_repository_reads_no_index_or_snapshot_from_storage() {
     let _ = repo.load_index().unwrap();
     assert!(!cached.exists());
 }
+
+/// `check --read-data` compares each pack's whole frame table (offsets,
+/// lengths, compression, every blob's place) with the index, not only
+/// its salt and blob set: an index record that moves one blob is found,
+/// as is a pack listed twice with different frames.
+#[test]
+fn check_compares_each_packs_frame_table_with_the_index() {
+    use salvor_engine::check::FindingKind;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(Box::new(counted(dir.path())), b"pw", &opts()).unwrap();
+    let data: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("row {i}\n").into_bytes())
+        .collect();
+    backup(&repo, "a", &data);
+    check_clean(&repo);
+    let names = index_names(repo.backend());
+    assert_eq!(names.len(), 1);
+    let original = repo.read_index_file(&names[0]).unwrap();
+    let mut file = original.clone();
+    let pack = file
+        .packs
+        .iter_mut()
+        .find(|p| p.frames.iter().any(|f| f.blobs.len() > 1))
+        .expect("a frame of several blobs");
+    let frame = pack.frames.iter_mut().find(|f| f.blobs.len() > 1).unwrap();
+    // The blob set stays; one blob's place in its frame moves.
+    frame.blobs[1].offset += 1;
+    let id = pack.id;
+    repo.write_index(&file).unwrap();
+    repo.backend().delete(FileType::Index, &names[0]).unwrap();
+    let r = common::check_data(&repo);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].kind, FindingKind::IndexMismatch);
+    assert_eq!(r.errors[0].object, format!("pack {id}"));
+    assert!(
+        r.errors[0]
+            .message
+            .contains("header and the index disagree"),
+        "{:?}",
+        r.errors
+    );
+    // The true record beside the forged one: two records disagree.
+    repo.write_index(&original).unwrap();
+    let r = common::check_data(&repo);
+    assert!(
+        r.errors.iter().any(|f| f.kind == FindingKind::IndexMismatch
+            && f.message.contains("listed with different frames")),
+        "{:?}",
+        r.errors
+    );
+}
