@@ -166,8 +166,17 @@ impl Repository {
     /// # Errors
     /// Backend failures other than a lock vanishing between list and read.
     pub fn locks(&self) -> Result<Locks> {
+        self.locks_except(None)
+    }
+
+    /// [`Self::locks`] without reading the lock named `except` (the
+    /// caller's own: no need to fetch it back).
+    fn locks_except(&self, except: Option<&str>) -> Result<Locks> {
         let mut out = Locks::default();
         for crate::backend::ObjectInfo { name, .. } in self.backend().list(FileType::Lock)? {
+            if Some(name.as_str()) == except {
+                continue;
+            }
             let plain = match self.read_doc(FileType::Lock, ObjectKind::Lock, &name) {
                 Ok(p) => p,
                 // Removed between list and read: simply gone.
@@ -191,7 +200,7 @@ impl Repository {
     }
 
     fn conflict(&self, exclusive: bool, except: Option<&str>) -> Result<Option<LockFile>> {
-        let locks = self.locks()?;
+        let locks = self.locks_except(except)?;
         let now = self.clock().now().as_second();
         for (name, e) in &locks.unreadable {
             tracing::warn!("ignoring lock {name}, which cannot be read ({e}); unlock removes it");
@@ -343,6 +352,11 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn remove_dead_temporaries(&self, held: &LockGuard) -> Result<u64> {
+        if !self.backend().is_local() {
+            // Only local storage keeps temporaries (object stores write
+            // whole objects): no need to list the locks, a request saved.
+            return Ok(0);
+        }
         let ours = held.name();
         let locks = self.locks()?;
         let now = self.clock().now().as_second();
