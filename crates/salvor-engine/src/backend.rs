@@ -104,6 +104,17 @@ impl ObjectInfo {
     }
 }
 
+/// What a backend promises beyond the contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// [`Backend::create_new`] is atomic: of two writers racing to create
+    /// one name, exactly one succeeds (a local hard link, S3's
+    /// `If-None-Match: *`). Without it, a check and then a write.
+    pub atomic_create: bool,
+    /// Listings carry the store's modification times.
+    pub list_times: bool,
+}
+
 /// A storage backend. See the module documentation for the contract.
 pub trait Backend: Send + Sync {
     /// The location as the user gave it (no credentials).
@@ -206,6 +217,25 @@ pub trait Backend: Send + Sync {
     /// [`metered::MeteredBackend`] counts them; decorators pass it through.
     fn requests(&self) -> Option<metered::Requests> {
         None
+    }
+    /// What it promises beyond the contract.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    /// Stores an object only if none exists under its name: `true` when
+    /// this call created it, `false` when one was there (left as it was).
+    /// Atomic where [`Capabilities::atomic_create`] says so; otherwise a
+    /// check, then a write. A retried request whose first attempt landed
+    /// also sees `false`: callers that must tell compare the contents.
+    ///
+    /// # Errors
+    /// As [`Backend::write`].
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        if self.exists(kind, name)? {
+            return Ok(false);
+        }
+        self.write(kind, name, data)?;
+        Ok(true)
     }
 }
 
@@ -331,6 +361,12 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn requests(&self) -> Option<metered::Requests> {
         (**self).requests()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        (**self).create_new(kind, name, data)
     }
 }
 

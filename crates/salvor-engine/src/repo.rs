@@ -79,12 +79,15 @@ impl Repository {
     /// backend failures.
     pub fn init(backend: Box<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::from(backend);
-        if backend.exists(FileType::Config, "config")? {
-            return Err(Error::new(
+        let exists = || {
+            Error::new(
                 ErrorKind::RepositoryExists,
                 format!("a repository already exists at {}", backend.location()),
             )
-            .hint("use it as is, or choose another location"));
+            .hint("use it as is, or choose another location")
+        };
+        if backend.exists(FileType::Config, "config")? {
+            return Err(exists());
         }
         if password.is_empty() {
             return Err(Error::invalid("empty password").hint("choose a non-empty password"));
@@ -103,7 +106,19 @@ impl Repository {
             ObjectKind::Config,
             &serde_json::to_vec(&opts.config).expect("config json"),
         );
-        backend.write(FileType::Config, "config", &sealed)?;
+        // Created only if absent: of two inits racing on one location, one
+        // wins (atomically where the store can), and the other removes its
+        // key file and says so, instead of leaving a config that opens
+        // with nobody's key.
+        if !backend.create_new(FileType::Config, "config", &sealed)? {
+            let ours = backend
+                .read_at_most(FileType::Config, "config", FileType::Config.max_document())
+                .is_ok_and(|there| there == sealed);
+            if !ours {
+                let _ = backend.delete(FileType::Key, &name);
+                return Err(exists());
+            }
+        }
         Ok(Self {
             backend,
             key,

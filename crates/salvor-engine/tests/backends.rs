@@ -251,3 +251,56 @@ fn a_remote_restore_reads_as_many_packs_at_once_as_the_store_has_connections() {
         );
     }
 }
+
+/// Two inits racing on one location: exactly one makes the repository, the
+/// other is told it exists and leaves no key file behind, so the
+/// repository opens with the winner's password only.
+#[test]
+fn of_two_racing_inits_one_wins_and_the_other_leaves_nothing() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("repo");
+        let url = url.to_str().unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                Repository::init(open_url(url).unwrap(), b"alpha", &common::init_options())
+            });
+            let b = s.spawn(|| {
+                Repository::init(open_url(url).unwrap(), b"beta", &common::init_options())
+            });
+            vec![("alpha", a.join().unwrap()), ("beta", b.join().unwrap())]
+        });
+        let winners: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} inits succeeded",
+            winners.len()
+        );
+        for (_, r) in &results {
+            if let Err(e) = r {
+                assert_eq!(e.kind(), ErrorKind::RepositoryExists, "round {round}: {e}");
+            }
+        }
+        let backend = open_url(url).unwrap();
+        assert_eq!(
+            backend.list(FileType::Key).unwrap().len(),
+            1,
+            "round {round}"
+        );
+        let loser = if winners[0] == "alpha" {
+            "beta"
+        } else {
+            "alpha"
+        };
+        assert!(Repository::open(open_url(url).unwrap(), winners[0].as_bytes()).is_ok());
+        let e = Repository::open(open_url(url).unwrap(), loser.as_bytes())
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::WrongPassword, "round {round}");
+    }
+}

@@ -6,6 +6,7 @@ mod common;
 
 use common::var;
 use common::world::*;
+use serde_json::Value;
 
 #[test]
 fn s3_repository_init_backup_check_restore() {
@@ -195,7 +196,23 @@ fn s3_store_passes_check_storage() {
     let out = c.output().unwrap();
     assert_no_panic(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{v:#}\n{}", show(&out));
-    assert_eq!(v["failed"], 0, "{v:#}");
+    // s3s-fs honours `If-None-Match: *` but checks, then writes: racing
+    // creators can all succeed, and check-storage says so. That one check
+    // may fail on this server (it does almost every run); no other.
+    let failed: Vec<&Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["failure"].is_null())
+        .collect();
+    assert!(
+        failed.iter().all(
+            |c| c["check"] == "create-if-absent never replaces an object"
+                && c["failure"].as_str().unwrap().contains("racing writers")
+        ),
+        "{v:#}\n{}",
+        show(&out)
+    );
+    assert_eq!(out.status.success(), failed.is_empty(), "{}", show(&out));
     assert!(v["requests"]["write"].as_u64().unwrap() > 8, "{v}");
 }

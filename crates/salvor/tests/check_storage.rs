@@ -18,7 +18,7 @@ fn a_local_store_passes_every_check_and_is_left_as_it_was() {
         &[&"check-storage", &"--repo", &store],
     );
     let text = stdout(&out);
-    assert!(text.contains("8 of 8 checks passed"), "{text}");
+    assert!(text.contains("9 of 9 checks passed"), "{text}");
     assert!(
         text.contains("ok    ranged reads return exactly the range"),
         "{text}"
@@ -33,9 +33,10 @@ fn a_local_store_passes_every_check_and_is_left_as_it_was() {
 
     let v = w.json(&[&"check-storage", &"--repo", &store]);
     assert_eq!(v["failed"], 0, "{v}");
-    assert_eq!(v["checks"].as_array().unwrap().len(), 8, "{v}");
+    assert_eq!(v["checks"].as_array().unwrap().len(), 9, "{v}");
     assert!(v["requests"]["write"].as_u64().unwrap() > 8, "{v}");
     assert!(v["checks"][0]["took"].as_f64().is_some(), "{v}");
+    assert_eq!(v["capabilities"]["atomic_create"], true, "{v}");
 }
 
 #[test]

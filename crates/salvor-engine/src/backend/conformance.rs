@@ -32,7 +32,7 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 
 type Check = fn(&dyn Backend, &Path) -> Result<(), String>;
 
-const CHECKS: [(&str, Check); 8] = [
+const CHECKS: [(&str, Check); 9] = [
     ("missing objects are reported as missing", missing),
     ("written objects read back and are listed", write_read_list),
     ("ranged reads return exactly the range", ranged_reads),
@@ -41,6 +41,7 @@ const CHECKS: [(&str, Check); 8] = [
     ("abandoned pieces leave nothing", abandoned),
     ("concurrent writers all land", concurrent),
     ("deleted objects are gone", deleted),
+    ("create-if-absent never replaces an object", create_new),
 ];
 
 /// Runs every check against `backend`; `spool_dir` holds what objects
@@ -306,4 +307,55 @@ fn deleted(b: &dyn Backend, _: &Path) -> Result<(), String> {
         return Err("listing: a deleted object is still listed".into());
     }
     want("second delete", b.delete(FileType::Lock, &n))
+}
+
+fn create_new(b: &dyn Backend, _: &Path) -> Result<(), String> {
+    let n = name();
+    let result = (|| {
+        if !want("create", b.create_new(FileType::Snapshot, &n, b"first"))? {
+            return Err("a new name was reported as taken".into());
+        }
+        if want(
+            "second create",
+            b.create_new(FileType::Snapshot, &n, b"second"),
+        )? {
+            return Err("an existing object was reported as created".into());
+        }
+        if want("read", b.read(FileType::Snapshot, &n))? != b"first" {
+            return Err("an existing object was replaced".into());
+        }
+        if !b.capabilities().atomic_create {
+            return Ok(());
+        }
+        // Where the store promises atomicity: of eight racing writers,
+        // exactly one creates the object, and its bytes are what it holds.
+        let raced = name();
+        let won: Vec<(u8, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|w| {
+                    let raced = &raced;
+                    s.spawn(move || {
+                        let made = b
+                            .create_new(FileType::Lock, raced, &[w; 64])
+                            .unwrap_or(false);
+                        (w, made)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let winners: Vec<u8> = won.iter().filter(|(_, m)| *m).map(|(w, _)| *w).collect();
+        let held = want("raced read", b.read(FileType::Lock, &raced));
+        let _ = b.delete(FileType::Lock, &raced);
+        match winners.as_slice() {
+            [w] if held? == [*w; 64] => Ok(()),
+            [_] => Err("the racing writer that won does not hold the object".into()),
+            _ => Err(format!(
+                "{} of 8 racing writers created one object",
+                winners.len()
+            )),
+        }
+    })();
+    let _ = b.delete(FileType::Snapshot, &n);
+    result
 }

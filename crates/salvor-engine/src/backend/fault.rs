@@ -213,6 +213,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.request(|| format!("cannot check {}", kind.path(name)))?;
         self.inner.exists(kind, name)
     }
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        self.request(|| format!("cannot write {}", kind.path(name)))?;
+        self.inner.create_new(kind, name, data)
+    }
     fn requests(&self) -> Option<Requests> {
         self.inner.requests()
     }

@@ -114,6 +114,13 @@ impl<B: Backend> Backend for LimitedBackend<B> {
         let _slot = self.slot();
         self.inner.exists(kind, name)
     }
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        let _slot = self.slot();
+        self.inner.create_new(kind, name, data)
+    }
     fn requests(&self) -> Option<Requests> {
         self.inner.requests()
     }

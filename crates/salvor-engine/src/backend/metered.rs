@@ -140,6 +140,22 @@ impl<B: Backend> Backend for MeteredBackend<B> {
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         self.count(self.inner.exists(kind, name), |c| &mut c.exists, nothing)
     }
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        let len = data.len() as u64;
+        let r = self.inner.create_new(kind, name, data);
+        self.count(
+            r,
+            |c| &mut c.write,
+            |created, c| {
+                if *created {
+                    c.bytes_written += len;
+                }
+            },
+        )
+    }
     fn requests(&self) -> Option<Requests> {
         Some(*self.counts.lock().unwrap())
     }

@@ -29,7 +29,7 @@ use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind as OdKind, Operator, blocking, options, services};
 
 use super::options::BackendOptions;
-use super::{Backend, FileType, ObjectInfo, ObjectSink};
+use super::{Backend, Capabilities, FileType, ObjectInfo, ObjectSink};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A backend reached through OpenDAL.
@@ -354,6 +354,43 @@ impl OpendalBackend {
         Ok(self.op.get_or_init(|| op))
     }
 
+    /// [`Backend::create_new`] on local disk: the object is written to
+    /// `tmp/` and made durable, then hard-linked under its name, which the
+    /// file system refuses atomically when the name exists (a rename would
+    /// replace it). OpenDAL's own `if_not_exists` checks, then renames.
+    fn create_new_local(&self, root: &Path, path: &str, data: &[u8]) -> Result<bool> {
+        use std::io::Write;
+        let dest = root.join(path);
+        let tmp = root
+            .join("tmp")
+            .join(format!("create-{}", crate::id::random_hex()));
+        let mode = self.modes(root).file;
+        let written = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .map_err(|e| local_err("cannot create", &tmp, e))?;
+            f.write_all(data)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| local_err("cannot write", &tmp, e))?;
+            set_mode(&tmp, mode)
+        })();
+        let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(local_err("cannot link into", &dest, e)),
+        });
+        let _ = std::fs::remove_file(&tmp);
+        if linked? {
+            Self::sync_dir(dest.parent().expect("objects live in directories"))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn sync_dir(dir: &Path) -> Result<()> {
         let f = std::fs::File::open(dir).map_err(|e| Error::io("cannot open directory", dir, e))?;
         f.sync_all()
@@ -530,6 +567,48 @@ impl Backend for OpendalBackend {
 
     fn connections(&self) -> usize {
         self.connections
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        if self.local_root.is_some() {
+            return Capabilities {
+                atomic_create: true,
+                list_times: true,
+            };
+        }
+        let Some(op) = self.op.get() else {
+            return Capabilities::default();
+        };
+        let cap = op.info().capability();
+        Capabilities {
+            atomic_create: cap.write_with_if_not_exists,
+            // Memory (tests) lists no times; S3 and SFTP do.
+            list_times: !self.location.starts_with("memory://"),
+        }
+    }
+
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        let path = kind.path(name);
+        if let Some(root) = &self.local_root {
+            return self.create_new_local(root, &path, data);
+        }
+        let op = self.op()?;
+        if !op.info().capability().write_with_if_not_exists {
+            if self.exists(kind, name)? {
+                return Ok(false);
+            }
+            self.write(kind, name, data)?;
+            return Ok(true);
+        }
+        let opts = options::WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        match op.write_options(&path, bytes::Bytes::copy_from_slice(data), opts) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == OdKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(od_err(format!("cannot write {path}"), e)),
+        }
     }
 
     fn sink(&self, spool_dir: &Path) -> Result<Box<dyn ObjectSink>> {

@@ -179,6 +179,12 @@ impl<B: Backend> Backend for RetryingBackend<B> {
     fn exists(&self, kind: FileType, name: &str) -> Result<bool> {
         self.run(path(kind, name), || self.inner.exists(kind, name))
     }
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+    fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
+        self.run(path(kind, name), || self.inner.create_new(kind, name, data))
+    }
     fn requests(&self) -> Option<Requests> {
         self.inner.requests()
     }

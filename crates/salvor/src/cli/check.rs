@@ -190,6 +190,7 @@ pub fn check_storage(g: &GlobalOptions, _: &CheckStorageArgs) -> anyhow::Result<
             "location": url,
             "checks": outcomes,
             "failed": failed,
+            "capabilities": backend.capabilities(),
             "requests": requests,
         }))?;
     } else {
