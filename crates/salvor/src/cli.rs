@@ -180,7 +180,8 @@ Examples:
     /// Check that a store behaves as a repository needs, before you trust it with one.
     ///
     /// Runs the backend contract (missing objects, listing after write, ranged
-    /// reads, large objects written in pieces, concurrent writers, deletes)
+    /// reads, large objects written in pieces, concurrent writers, deletes,
+    /// create-if-absent and, where the store claims it, its atomicity)
     /// in a new location `salvor-check-<random>` under --repo, and removes
     /// every object it wrote. Needs no password and no repository. SFTP
     /// servers may keep the empty directories.
@@ -327,9 +328,8 @@ enum CacheChoice {
     DerivedOnly(PathBuf),
 }
 
-/// Attaches the cache chosen by [`GlobalOptions::cache_choice`].
 /// The opened repository with the process's cancellation token and the
-/// chosen cache.
+/// cache chosen by [`GlobalOptions::cache_choice`].
 fn with_cache(repo: Repository, cache: CacheChoice) -> salvor_engine::Result<Repository> {
     let repo = repo.with_cancel(signals::cancel());
     let attached = match &cache {

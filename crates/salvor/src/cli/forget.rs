@@ -114,6 +114,8 @@ impl ForgetArgs {
 
 /// Runs `salvor forget`.
 pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
+    // A signal stops it between two removals: each is whole.
+    super::signals::install();
     let policy = a.policy()?;
     if a.ids.is_empty() && policy.is_empty() {
         return Err(
