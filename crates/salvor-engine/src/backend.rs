@@ -231,12 +231,26 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// As [`Backend::write`].
     fn create_new(&self, kind: FileType, name: &str, data: &[u8]) -> Result<bool> {
-        if self.exists(kind, name)? {
-            return Ok(false);
-        }
-        self.write(kind, name, data)?;
-        Ok(true)
+        create_by_checking(self, kind, name, data)
     }
+}
+
+/// Create-if-absent without help from the store: a check, then a write
+/// (not atomic; [`Capabilities::atomic_create`] is false for it).
+///
+/// # Errors
+/// As [`Backend::write`].
+pub fn create_by_checking<B: Backend + ?Sized>(
+    b: &B,
+    kind: FileType,
+    name: &str,
+    data: &[u8],
+) -> Result<bool> {
+    if b.exists(kind, name)? {
+        return Ok(false);
+    }
+    b.write(kind, name, data)?;
+    Ok(true)
 }
 
 /// An object being written in pieces ([`Backend::sink`]). Dropped without

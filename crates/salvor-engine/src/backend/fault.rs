@@ -18,6 +18,17 @@ pub enum Failure {
     Permanent,
 }
 
+/// The error an injected failure of kind `how` returns.
+fn failure(how: Failure, what: String) -> Error {
+    let e = Error::new(ErrorKind::Backend, what);
+    match how {
+        Failure::Transient => e
+            .source(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            .transient(),
+        Failure::Permanent => e.source(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+    }
+}
+
 /// Wraps a backend and injects failures.
 pub struct FaultyBackend<B> {
     inner: B,
@@ -104,13 +115,7 @@ impl<B: Backend> FaultyBackend<B> {
         let Some(how) = how else {
             return Ok(());
         };
-        Err(match how {
-            Failure::Transient => Error::new(ErrorKind::Backend, what())
-                .source(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
-                .transient(),
-            Failure::Permanent => Error::new(ErrorKind::Backend, what())
-                .source(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
-        })
+        Err(failure(how, what()))
     }
     /// How many writes [`Self::fail_writes_of`] refused.
     pub fn refused(&self) -> u64 {
@@ -175,12 +180,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.request(|| format!("cannot write {}", kind.path(name)))?;
         if *self.failing_kind.lock().unwrap() == Some(kind) {
             self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(Error::new(
-                ErrorKind::Backend,
+            return Err(failure(
+                Failure::Transient,
                 format!("cannot write {}", kind.path(name)),
-            )
-            .source(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
-            .transient());
+            ));
         }
         if self.writes_left.load(Ordering::SeqCst) == 0 {
             return Err(Error::new(

@@ -594,11 +594,7 @@ impl Backend for OpendalBackend {
         }
         let op = self.op()?;
         if !op.info().capability().write_with_if_not_exists {
-            if self.exists(kind, name)? {
-                return Ok(false);
-            }
-            self.write(kind, name, data)?;
-            return Ok(true);
+            return super::create_by_checking(self, kind, name, data);
         }
         let opts = options::WriteOptions {
             if_not_exists: true,
