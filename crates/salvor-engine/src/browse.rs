@@ -289,18 +289,30 @@ pub struct SnapshotSizes {
 /// # Errors
 /// Unreadable trees; blobs missing from the index.
 pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
-    let mut s = SnapshotSizes::default();
     let mut seen: IdSet<BlobId> = IdSet::default();
-    let mut seen_trees: IdSet<BlobId> = IdSet::default();
-    let index = reader.index().clone();
-    let mut count = |id: &BlobId, s: &mut SnapshotSizes| {
-        if seen.insert(*id) {
-            s.unique_blobs += 1;
-            s.unique_bytes += index.get(id).map_or(0, |l| u64::from(l.length));
-        }
-    };
+    reach(reader, roots, &mut seen)?;
+    let index = reader.index();
+    Ok(SnapshotSizes {
+        unique_blobs: seen.len() as u64,
+        unique_bytes: seen
+            .iter()
+            .map(|id| index.get(id).map_or(0, |l| u64::from(l.length)))
+            .sum(),
+    })
+}
+
+/// Adds every blob reachable from `roots` (trees, list blobs, data blobs)
+/// to `seen`. A tree already in `seen` is not walked again, so a caller
+/// that keeps `seen` across calls walks only what is new, and each tree
+/// shared by many snapshots is read once.
+///
+/// # Errors
+/// Unreadable trees and content lists.
+pub fn reach(reader: &BlobReader, roots: &[BlobId], seen: &mut IdSet<BlobId>) -> Result<()> {
     for root in roots {
-        count(root, &mut s);
+        if !seen.insert(*root) {
+            continue;
+        }
         walk(reader, root, b"", &mut |_, n| {
             let mut lists = Vec::new();
             crate::content::walk(
@@ -308,7 +320,7 @@ pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
                 &n.content,
                 n.content_levels,
                 &mut |id| {
-                    count(id, &mut s);
+                    seen.insert(*id);
                     Ok(())
                 },
                 &mut |id| {
@@ -316,17 +328,9 @@ pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
                     Ok(())
                 },
             )?;
-            for id in &lists {
-                count(id, &mut s);
-            }
-            Ok(match n.subtree {
-                Some(t) => {
-                    count(&t, &mut s);
-                    seen_trees.insert(t)
-                }
-                None => false,
-            })
+            seen.extend(lists);
+            Ok(n.subtree.is_some_and(|t| seen.insert(t)))
         })?;
     }
-    Ok(s)
+    Ok(())
 }

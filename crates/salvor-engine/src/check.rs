@@ -106,6 +106,10 @@ pub enum FindingKind {
     PackSizeMismatch,
     /// A pack no index lists (left by an interrupted backup; harmless).
     UnindexedPack,
+    /// A pack a prune marked and deleted, still named by the index
+    /// because that prune was stopped before it rewrote it (harmless: the
+    /// next prune drops the record).
+    PrunedPack,
     /// A snapshot that does not open.
     DamagedSnapshot,
     /// A tree that cannot be read or decoded.
@@ -126,7 +130,7 @@ pub enum FindingKind {
 impl FindingKind {
     /// Whether data is lost or at risk (an error, not a warning).
     pub fn loses_data(self) -> bool {
-        self != Self::UnindexedPack
+        !matches!(self, Self::UnindexedPack | Self::PrunedPack)
     }
 }
 
@@ -202,6 +206,8 @@ pub fn check(
     // with the pack's header; a structure-only check hashes nothing.
     let mut tables: HashMap<PackId, [u8; 32]> = HashMap::new();
     let compare_frames = opts.read_data.is_some();
+    let mut marked: HashMap<PackId, bool> = HashMap::new();
+    let mut last = Vec::new();
     for ObjectInfo { name, .. } in repo.backend().list(FileType::Index)? {
         match repo.read_index_file(&name) {
             Ok(f) => {
@@ -219,8 +225,16 @@ pub fn check(
                             ),
                         ));
                     }
-                    index.add_pack(p);
+                    // Marked as a whole only if every record marks it.
+                    *marked.entry(p.id).or_insert(true) &= p.delete_mark().is_some();
                 }
+                // As readers do: packs that may be reused first, so that a
+                // blob a prune has copied out of a marked pack is found in
+                // its copy.
+                let (reusable, rest): (Vec<_>, Vec<_>) =
+                    f.packs.into_iter().partition(|p| p.reusable());
+                reusable.iter().for_each(|p| index.add_pack(p));
+                last.extend(rest);
             }
             Err(e) => r.errors.push(Finding::new(
                 FindingKind::DamagedIndexFile,
@@ -229,6 +243,7 @@ pub fn check(
             )),
         }
     }
+    last.iter().for_each(|p| index.add_pack(p));
     index.finish();
     let index = Arc::new(index);
     r.packs = index.packs().len() as u64;
@@ -239,13 +254,29 @@ pub fn check(
         .into_iter()
         .map(|o| (o.name, o.size))
         .collect();
+    let mut gone: IdSet<PackId> = IdSet::default();
     for p in index.packs() {
         match stored.get(&p.id.to_hex()) {
-            None => r.errors.push(Finding::new(
-                FindingKind::MissingPack,
-                format!("pack {}", p.id),
-                format!("pack {} is in the index but missing from storage", p.id),
-            )),
+            None if marked.get(&p.id) == Some(&true) => {
+                gone.insert(p.id);
+                r.warnings.push(Finding::new(
+                    FindingKind::PrunedPack,
+                    format!("pack {}", p.id),
+                    format!(
+                        "pack {} was deleted by a prune that stopped before it updated the \
+                         index (harmless: the next prune finishes)",
+                        p.id
+                    ),
+                ));
+            }
+            None => {
+                gone.insert(p.id);
+                r.errors.push(Finding::new(
+                    FindingKind::MissingPack,
+                    format!("pack {}", p.id),
+                    format!("pack {} is in the index but missing from storage", p.id),
+                ));
+            }
             Some(&s) if s != p.size => r.errors.push(Finding::new(
                 FindingKind::PackSizeMismatch,
                 format!("pack {}", p.id),
@@ -265,15 +296,26 @@ pub fn check(
             ));
         }
     }
-    check_snapshots(repo, &index, &mut r)?;
+    check_snapshots(repo, &index, &gone, &mut r)?;
     if let Some(subset) = opts.read_data {
-        read_packs(repo, &index, &tables, subset, progress, &mut r)?;
+        read_packs(repo, &index, &tables, &gone, subset, progress, &mut r)?;
     }
     Ok(r)
 }
 
-fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) -> Result<()> {
+fn check_snapshots(
+    repo: &Repository,
+    index: &Arc<Index>,
+    gone: &IdSet<PackId>,
+    r: &mut CheckResults,
+) -> Result<()> {
     let reader = BlobReader::new(repo, index.clone());
+    // Indexed, in a pack that storage holds.
+    let present = |id: &BlobId| {
+        index
+            .get(id)
+            .is_some_and(|l| !gone.contains(&index.pack(index.frame(l.frame).pack).id))
+    };
     let mut seen: IdSet<BlobId> = IdSet::default();
     for ObjectInfo { name, .. } in repo.backend().list(FileType::Snapshot)? {
         let snap =
@@ -302,10 +344,12 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
             if !seen.insert(tree) {
                 continue;
             }
-            if !index.contains(&tree) {
+            if !present(&tree) {
                 r.errors.push(finding(
                     FindingKind::MissingBlob,
-                    format!("tree blob {tree} of {path} is not in the index"),
+                    format!(
+                        "tree blob {tree} of {path} is not in the index or its pack is missing"
+                    ),
                 ));
                 continue;
             }
@@ -331,7 +375,7 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                 }
                 let mut missing = Vec::new();
                 let mut note = |id: &BlobId| {
-                    if !index.contains(id) {
+                    if !present(id) {
                         missing.push(*id);
                     }
                     Ok(())
@@ -339,7 +383,7 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                 // A list blob that is missing stops the walk below it: its
                 // read fails and is reported with the list it belongs to.
                 let mut note_list = |id: &BlobId| {
-                    if index.contains(id) {
+                    if present(id) {
                         Ok(())
                     } else {
                         Err(crate::Error::corrupt(format!(
@@ -362,7 +406,7 @@ fn check_snapshots(repo: &Repository, index: &Arc<Index>, r: &mut CheckResults) 
                 for id in missing {
                     r.errors.push(finding(
                         FindingKind::MissingBlob,
-                        format!("blob {id} of {p} is not in the index"),
+                        format!("blob {id} of {p} is not in the index or its pack is missing"),
                     ));
                 }
             }
@@ -383,6 +427,7 @@ fn read_packs(
     repo: &Repository,
     index: &Arc<Index>,
     tables: &HashMap<PackId, [u8; 32]>,
+    gone: &IdSet<PackId>,
     subset: Subset,
     progress: &CheckProgress,
     r: &mut CheckResults,
@@ -390,7 +435,7 @@ fn read_packs(
     let packs: Vec<_> = index
         .packs()
         .iter()
-        .filter(|p| subset.selects(&p.id))
+        .filter(|p| !gone.contains(&p.id) && subset.selects(&p.id))
         .copied()
         .collect();
     progress

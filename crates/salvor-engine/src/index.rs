@@ -242,6 +242,11 @@ impl Index {
         &self.packs
     }
 
+    /// A pack's number (for [`Index::pack`]), if it is indexed.
+    pub fn pack_number(&self, id: &PackId) -> Option<u32> {
+        self.pack_numbers.get(id).copied()
+    }
+
     /// Whether a pack is indexed.
     pub fn has_pack(&self, id: &PackId) -> bool {
         self.pack_numbers.contains_key(id)

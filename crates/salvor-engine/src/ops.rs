@@ -7,6 +7,7 @@
 
 pub mod diff;
 pub mod forget;
+pub mod prune;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;

@@ -96,12 +96,16 @@ pub fn repair_index(repo: &Repository) -> Result<RepairStats> {
         .collect();
     // What the old index says, from every file that still opens: a pack
     // whose header is damaged keeps these entries rather than being dropped.
-    let mut previous: IdMap<PackId, IndexPack> = IdMap::default();
+    let mut records = Vec::new();
     for name in &old {
         if let Ok(f) = repo.read_index_file(name) {
-            previous.extend(f.packs.into_iter().map(|p| (p.id, p)));
+            records.extend(f.packs);
         }
     }
+    let mut previous: IdMap<PackId, IndexPack> = crate::format::index::merge_records(records)
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let packs = repo.backend().list(FileType::Pack)?;
     let read: Vec<(String, Result<IndexPack>)> = packs
         .par_iter()

@@ -16,6 +16,7 @@ mod key;
 mod output;
 mod password;
 mod progress;
+mod prune;
 mod remedy;
 mod restore;
 mod signals;
@@ -147,13 +148,26 @@ Examples:
     /// removed. Days, weeks, months and years are calendar periods in the
     /// local time zone (--time-zone). A group is never emptied, and a
     /// snapshot tagged `keep` is never removed. Only snapshot documents
-    /// go: the data stays in the repository.
+    /// go; --prune then frees the data no snapshot references.
     #[command(after_help = "\
 Examples:
   salvor forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
   salvor forget --keep-within 30d --group-by source
   salvor forget 1a2b3c4d")]
     Forget(forget::ForgetArgs),
+    /// Delete the data no snapshot references, beside running backups.
+    ///
+    /// Packs no snapshot needs are marked, then deleted once every backup
+    /// that was running when they were marked has ended: at once in a quiet
+    /// repository, else by the next prune. Packs mostly unused are repacked
+    /// (--max-unused). Backups on other hosts keep running meanwhile.
+    /// Nothing is deleted from a damaged repository.
+    #[command(after_help = "\
+Examples:
+  salvor prune --dry-run
+  salvor prune --max-unused 10% --max-repack-size 20G
+  salvor forget --keep-daily 7 --keep-weekly 4 --prune")]
+    Prune(prune::PruneCommand),
     /// Change snapshots' tags (`--add keep` protects a snapshot from forget).
     ///
     /// A snapshot is named by its hash, so a retagged snapshot gets a new
@@ -301,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => inspect::diff(g, &a),
         Command::Stats(a) => inspect::stats(g, &a),
         Command::Forget(a) => forget::run(g, &a),
+        Command::Prune(a) => prune::run(g, &a),
         Command::Tag(a) => tag::run(g, &a),
         Command::Restore(a) => restore::restore(g, &a),
         Command::Dump(a) => restore::dump(g, &a),

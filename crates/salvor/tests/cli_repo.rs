@@ -295,6 +295,7 @@ fn stale_locks_are_ignored_and_live_exclusive_locks_block() {
             .unwrap()
             .as_secs() as i64,
         command: "prune".into(),
+        started: None,
     };
     repo.write_doc(
         FileType::Lock,

@@ -448,6 +448,7 @@ fn make_fixture() {
         pid: 1,
         refreshed: 1_700_000_000,
         command: "backup".into(),
+        started: None,
     };
     repo.write_doc(
         FileType::Lock,

@@ -48,6 +48,9 @@ pub struct FaultyBackend<B> {
     fail_every: AtomicU64,
     /// Requests that reached this decorator, failed or not.
     requests: AtomicU64,
+    /// When non-zero, this request and every later one fail (a process
+    /// killed at that point: nothing it asks for after happens).
+    dead_from: AtomicU64,
     /// Every request waits this long first (milliseconds).
     delay_ms: AtomicU64,
     /// Reads return one byte less than the object holds.
@@ -67,6 +70,7 @@ impl<B: Backend> FaultyBackend<B> {
             fail_next: std::sync::Mutex::new((0, Failure::Transient)),
             fail_every: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            dead_from: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
             truncate: AtomicBool::new(false),
         }
@@ -74,6 +78,12 @@ impl<B: Backend> FaultyBackend<B> {
     /// Fails the next `n` requests of any kind with `how`.
     pub fn fail_next(&self, n: u64, how: Failure) {
         *self.fail_next.lock().unwrap() = (n, how);
+    }
+    /// Lets `n` more requests through and fails every one after them, as
+    /// if the process had been killed there; `None` revives it.
+    pub fn die_after(&self, n: Option<u64>) {
+        let from = n.map_or(0, |n| self.request_count() + n + 1);
+        self.dead_from.store(from, Ordering::SeqCst);
     }
     /// Fails every `n`-th request transiently (a flaky link); 0 disables.
     pub fn fail_every(&self, n: u64) {
@@ -101,6 +111,10 @@ impl<B: Backend> FaultyBackend<B> {
             std::thread::sleep(Duration::from_millis(ms));
         }
         let every = self.fail_every.load(Ordering::SeqCst);
+        let dead = self.dead_from.load(Ordering::SeqCst);
+        if dead > 0 && n >= dead {
+            return Err(failure(Failure::Permanent, what()));
+        }
         let how = {
             let mut next = self.fail_next.lock().unwrap();
             if next.0 > 0 {

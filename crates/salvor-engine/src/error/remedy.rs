@@ -49,6 +49,8 @@ pub enum Remedy {
     ChooseCache,
     /// Free space, or put the cache on a larger file system.
     MoreCacheSpace,
+    /// Find and repair the damage first; pruning waits until then.
+    RepairBeforePrune,
 }
 
 impl Remedy {
@@ -87,11 +89,15 @@ impl Remedy {
             Self::CopyToNewRepository => "copy the snapshots into a new repository instead",
             Self::ChooseCache => "use another cache directory, or none",
             Self::MoreCacheSpace => "free space there, or put the cache on a larger file system",
+            Self::RepairBeforePrune => {
+                "check the repository and repair what it finds (the index, or the snapshots \
+                 that lost data), then prune again"
+            }
         }
     }
 
     /// Every remedy, for front ends that test their wording of each.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::CheckData,
         Self::Check,
         Self::RepairIndex,
@@ -112,6 +118,7 @@ impl Remedy {
         Self::CopyToNewRepository,
         Self::ChooseCache,
         Self::MoreCacheSpace,
+        Self::RepairBeforePrune,
     ];
 }
 

@@ -10,6 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::Extension;
+
+/// The pack-record extension a prune adds to a pack it will delete: odd, so
+/// no writer, of this build or an older one, deduplicates against the pack
+/// once it is marked. Its data is the mark's time, i64 Unix seconds (the
+/// prune's clock), little-endian (FORMAT.md section 16).
+pub const DELETE_MARK: u32 = 1;
 use super::pack::FrameEntry;
 use crate::id::{IndexId, PackId};
 
@@ -54,11 +60,69 @@ impl IndexPack {
         }
     }
 
-    /// False when the record carries a field this build does not know
-    /// that forbids deduplicating against the pack (an odd tag).
+    /// False when the record carries a field that forbids deduplicating
+    /// against the pack (an odd tag: a delete mark, or one this build does
+    /// not know).
     pub fn reusable(&self) -> bool {
         self.extensions.iter().all(|e| e.tag % 2 == 0)
     }
+
+    /// When a prune marked the pack for deletion, if it did. A mark whose
+    /// data does not decode counts as marked at the end of time, so that
+    /// it is never judged old enough to act on.
+    pub fn delete_mark(&self) -> Option<i64> {
+        self.extensions
+            .iter()
+            .find(|e| e.tag == DELETE_MARK)
+            .map(|e| {
+                e.data
+                    .as_slice()
+                    .try_into()
+                    .map_or(i64::MAX, i64::from_le_bytes)
+            })
+    }
+
+    /// Marks the pack for deletion at `at` (Unix seconds), replacing an
+    /// earlier mark.
+    pub fn set_delete_mark(&mut self, at: i64) {
+        self.clear_delete_mark();
+        self.extensions.push(Extension {
+            tag: DELETE_MARK,
+            data: at.to_le_bytes().to_vec(),
+        });
+    }
+
+    /// Takes a delete mark away: the pack is in use again.
+    pub fn clear_delete_mark(&mut self) {
+        self.extensions.retain(|e| e.tag != DELETE_MARK);
+    }
+}
+
+/// One record per pack of `records` (index files may repeat a pack), in
+/// the order first seen. Where records of a pack disagree on its delete
+/// mark, one without a mark wins: some writer indexed the pack as in use,
+/// and only a prune that sees it unused again may mark it. Of several
+/// marks the latest wins, which only delays the deletion. Every rewriter of
+/// index records (compaction, `repair index`, prune) merges this way, so
+/// that no rewrite brings an old mark back.
+pub fn merge_records(records: impl IntoIterator<Item = IndexPack>) -> Vec<IndexPack> {
+    let mut out: Vec<IndexPack> = Vec::new();
+    let mut at: std::collections::HashMap<PackId, usize> = std::collections::HashMap::new();
+    for r in records {
+        match at.get(&r.id) {
+            None => {
+                at.insert(r.id, out.len());
+                out.push(r);
+            }
+            Some(&i) => {
+                let (old, new) = (out[i].delete_mark(), r.delete_mark());
+                if old.is_some() && (new.is_none() || new > old) {
+                    out[i] = r;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An index file.
@@ -200,6 +264,51 @@ mod tests {
             data: Vec::new(),
         });
         assert!(!critical.reusable());
+    }
+
+    #[test]
+    fn a_delete_mark_forbids_reuse_and_comes_off_again() {
+        let mut p = file().packs.remove(0);
+        assert_eq!(p.delete_mark(), None);
+        p.set_delete_mark(1_800_000_000);
+        p.set_delete_mark(1_800_000_100);
+        assert_eq!(p.delete_mark(), Some(1_800_000_100));
+        assert!(!p.reusable());
+        assert_eq!(p.extensions.len(), 2, "one mark, and the other field kept");
+        let b = encode(
+            &IndexFile {
+                packs: vec![p.clone()],
+                ..Default::default()
+            },
+            2,
+        );
+        assert_eq!(decode(&b, 2, &|| "i".into()).unwrap().packs[0], p);
+        p.clear_delete_mark();
+        assert!(p.reusable() && p.delete_mark().is_none());
+        p.extensions.push(Extension {
+            tag: DELETE_MARK,
+            data: vec![1],
+        });
+        assert_eq!(
+            p.delete_mark(),
+            Some(i64::MAX),
+            "an odd-sized mark is never old"
+        );
+    }
+
+    #[test]
+    fn merging_keeps_one_record_a_pack_and_prefers_no_mark() {
+        let plain = file().packs.remove(0);
+        let mut marked = plain.clone();
+        marked.set_delete_mark(100);
+        let mut later = plain.clone();
+        later.set_delete_mark(200);
+        let mut other = plain.clone();
+        other.id = PackId([8; 32]);
+        let m = merge_records([marked.clone(), other.clone(), plain.clone(), later.clone()]);
+        assert_eq!(m, [plain.clone(), other.clone()]);
+        let m = merge_records([marked, later.clone(), other]);
+        assert_eq!(m[0].delete_mark(), Some(200));
     }
 
     #[test]

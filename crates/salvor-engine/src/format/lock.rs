@@ -15,4 +15,11 @@ pub struct LockFile {
     pub refreshed: i64,
     /// The command, for `salvor unlock` listings.
     pub command: String,
+    /// Unix seconds (holder's clock) when the holder first took the lock,
+    /// kept across refreshes: a prune deletes what it marked only once
+    /// every live lock started after the mark (FORMAT.md section 16).
+    /// Absent from locks written before prune existed, which count as
+    /// started before any mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<i64>,
 }

@@ -170,6 +170,11 @@ impl Repository {
     ) -> Result<bool> {
         let batch = 2 * rayon::current_num_threads().max(1);
         let mut vanished = false;
+        // Packs no writer may reuse (marked by a prune) are added last, so
+        // that a blob also stored in a pack that may be reused is found
+        // there: the first location wins, and a backup then deduplicates
+        // against it instead of storing it once more.
+        let mut last = Vec::new();
         for chunk in names.chunks(batch) {
             let files: Vec<(&String, Result<IndexFile>)> = chunk
                 .par_iter()
@@ -178,7 +183,10 @@ impl Repository {
             for (name, f) in files {
                 match f {
                     Ok(f) => {
-                        f.packs.iter().for_each(|p| index.add_pack(p));
+                        let (reusable, marked): (Vec<_>, Vec<_>) =
+                            f.packs.into_iter().partition(IndexPack::reusable);
+                        reusable.iter().for_each(|p| index.add_pack(p));
+                        last.extend(marked);
                         superseded.extend(f.supersedes);
                         loaded.insert(name.clone());
                     }
@@ -195,6 +203,7 @@ impl Repository {
                 }
             }
         }
+        last.iter().for_each(|p| index.add_pack(p));
         Ok(vanished)
     }
 
@@ -253,10 +262,8 @@ impl Repository {
         members: &mut Vec<&String>,
         stats: &mut CompactStats,
     ) -> Result<()> {
-        let mut seen = HashSet::new();
-        group.retain(|p| seen.insert(p.id));
         let file = IndexFile {
-            packs: std::mem::take(group),
+            packs: crate::format::index::merge_records(group.drain(..)),
             supersedes: members
                 .iter()
                 .filter_map(|n| IndexId::from_hex(n).ok())

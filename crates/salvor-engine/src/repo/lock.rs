@@ -69,6 +69,8 @@ struct LockState {
     name: Mutex<String>,
     /// Unix seconds (repository clock) of the last successful write.
     refreshed: AtomicI64,
+    /// Unix seconds (repository clock) when the lock was first written.
+    started: i64,
     /// Why the last refresh failed, if it did.
     last_error: Mutex<Option<String>>,
     /// Set when the lock is known to be gone from storage.
@@ -215,14 +217,22 @@ impl Repository {
             .next())
     }
 
-    /// Writes a lock stamped `refreshed`; returns its name.
-    fn write_lock(&self, exclusive: bool, command: &str, refreshed: i64) -> Result<String> {
+    /// Writes a lock stamped `refreshed`, of a session that began at
+    /// `started`; returns its name.
+    fn write_lock(
+        &self,
+        exclusive: bool,
+        command: &str,
+        refreshed: i64,
+        started: i64,
+    ) -> Result<String> {
         let lock = LockFile {
             exclusive,
             hostname: hostname(),
             pid: std::process::id(),
             refreshed,
             command: command.into(),
+            started: Some(started),
         };
         let id = self.write_doc(
             FileType::Lock,
@@ -243,7 +253,7 @@ impl Repository {
             return Ok(());
         }
         let now = self.clock().now().as_second();
-        let new = self.write_lock(exclusive, command, now)?;
+        let new = self.write_lock(exclusive, command, now, state.started)?;
         let old = std::mem::replace(&mut *name, new);
         state.refreshed.store(now, Ordering::SeqCst);
         *state.last_error.lock().unwrap() = None;
@@ -278,7 +288,7 @@ impl Repository {
             return Err(locked(l));
         }
         let refreshed = self.clock().now().as_second();
-        let name = self.write_lock(exclusive, command, refreshed)?;
+        let name = self.write_lock(exclusive, command, refreshed, refreshed)?;
         // Re-check after writing: two processes may have raced past the first check.
         if let Some(l) = self.conflict(exclusive, Some(&name))? {
             let _ = self.backend().delete(FileType::Lock, &name);
@@ -287,6 +297,7 @@ impl Repository {
         let state = Arc::new(LockState {
             name: Mutex::new(name),
             refreshed: AtomicI64::new(refreshed),
+            started: refreshed,
             last_error: Mutex::new(None),
             lost: Mutex::new(None),
         });

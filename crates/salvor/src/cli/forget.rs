@@ -71,6 +71,11 @@ pub struct ForgetArgs {
     /// Show what would be removed, remove nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Then prune: free the data no snapshot references any more.
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_args: super::prune::PruneArgs,
 }
 
 impl ForgetArgs {
@@ -139,10 +144,28 @@ pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
         time_zone,
         dry_run: a.dry_run,
     };
+    if !a.prune && a.prune_args.was_given() {
+        return Err(
+            Error::invalid("--max-unused and --max-repack-size apply only to a prune")
+                .hint("add --prune, or leave them out")
+                .into(),
+        );
+    }
     let repo = g.open()?;
     let r = forget::forget(&repo, &opts)?;
+    let pruned = if a.prune {
+        Some(salvor_engine::ops::prune::prune(
+            &repo,
+            &a.prune_args.options(a.dry_run),
+        )?)
+    } else {
+        None
+    };
     if g.json {
-        output::json(&r)?;
+        match &pruned {
+            Some(p) => output::json(&serde_json::json!({ "forget": r, "prune": p }))?,
+            None => output::json(&r)?,
+        }
         return Ok(0);
     }
     if !g.quiet {
@@ -163,11 +186,17 @@ pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
             }
         }
         let verb = if r.dry_run { "would remove" } else { "removed" };
-        outln!(
-            "{} snapshots kept, {verb} {}; their data stays in the repository (prune, which frees it, is not built yet)",
-            r.kept,
-            r.removed
-        )?;
+        match &pruned {
+            Some(p) => {
+                outln!("{} snapshots kept, {verb} {}", r.kept, r.removed)?;
+                super::prune::report(p)?;
+            }
+            None => outln!(
+                "{} snapshots kept, {verb} {}; their data stays in the repository until `salvor prune`",
+                r.kept,
+                r.removed
+            )?,
+        }
     }
     Ok(0)
 }
