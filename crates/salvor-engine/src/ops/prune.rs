@@ -78,6 +78,31 @@ impl Default for PruneOptions {
     }
 }
 
+/// What a prune is doing, for a progress display: the step, and bytes done
+/// of bytes to do where the step moves data (repacking, deleting).
+#[derive(Debug, Default)]
+pub struct PruneProgress {
+    /// The current step, in words ("reading snapshots").
+    pub step: std::sync::Mutex<&'static str>,
+    /// Bytes done in the current step.
+    pub done: std::sync::atomic::AtomicU64,
+    /// Bytes the current step will do (0: not counted).
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+impl PruneProgress {
+    fn step(&self, step: &'static str, total: u64) {
+        *self.step.lock().unwrap() = step;
+        self.done.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add(&self, n: u64) {
+        self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A live lock that holds a sweep back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
@@ -144,6 +169,18 @@ pub struct PruneResults {
 /// [`crate::Remedy::RepairBeforePrune`]); a lost lock or a cancel, which
 /// stop it at a safe point; backend failures.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneResults> {
+    prune_with(repo, opts, &PruneProgress::default())
+}
+
+/// [`prune`], reporting its steps to `progress`.
+///
+/// # Errors
+/// As [`prune`].
+pub fn prune_with(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &PruneProgress,
+) -> Result<PruneResults> {
     if !(0.0..=1.0).contains(&opts.max_unused) {
         return Err(Error::invalid(format!(
             "the unused share must be between 0% and 100%, not {}%",
@@ -171,7 +208,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneResults> {
         ..PruneResults::default()
     };
     let mut scan = Scan::default();
-    let pending = pass(repo, &lock, opts, &mut scan, &mut results, true)?;
+    let pending = pass(repo, &lock, opts, &mut scan, &mut results, progress, true)?;
     let sweep_now = match pending {
         Some(newest) if !opts.dry_run && !exclusive => ready(&live_foreign(repo, &lock)?, newest),
         _ => false,
@@ -183,7 +220,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneResults> {
             max_repack_bytes: Some(0),
             ..opts.clone()
         };
-        pass(repo, &lock, &again, &mut scan, &mut results, false)?;
+        pass(
+            repo,
+            &lock,
+            &again,
+            &mut scan,
+            &mut results,
+            progress,
+            false,
+        )?;
     }
     if !opts.dry_run {
         results.temporaries_removed = repo.remove_dead_temporaries(&lock)?;
@@ -344,9 +389,11 @@ fn pass(
     opts: &PruneOptions,
     scan: &mut Scan,
     results: &mut PruneResults,
+    progress: &PruneProgress,
     first: bool,
 ) -> Result<Option<i64>> {
     let exclusive = results.exclusive;
+    progress.step("reading the index", 0);
     let Records { mut records, files } = load_records(repo)?;
     let stored: HashMap<String, u64> = repo
         .backend()
@@ -393,6 +440,7 @@ fn pass(
     // listing has written its snapshot (or never will), so the scan sees it.
     let holders = live_foreign(repo, lock)?;
     let index = Arc::new(build_index(repo, &records));
+    progress.step("reading snapshots", 0);
     results.snapshots = scan_snapshots(repo, &index, scan)?;
     let used = usage(&index, &scan.used)?;
 
@@ -435,7 +483,9 @@ fn pass(
     repo.cancel().check()?;
     lock.verify()?;
     if repacked > 0 {
-        results.bytes_repack_written += repack(repo, &index, &records, &fates, &scan.used)?;
+        progress.step("repacking", repacked_bytes);
+        results.bytes_repack_written +=
+            repack(repo, &index, &records, &fates, &scan.used, progress)?;
     }
     let newest = if exclusive {
         // Nothing else runs: repacked packs go at once, and the index is
@@ -446,14 +496,16 @@ fn pass(
                 *f = Fate::Delete;
             }
         }
+        progress.step("writing the index", 0);
         let newest = rewrite_index(repo, &records, &fates, &files, results)?;
-        delete_packs(repo, &records, &fates, results)?;
+        delete_packs(repo, &records, &fates, results, progress)?;
         newest
     } else {
         // Deleted before the index stops naming them: a backup that finds
         // a pack no index names adopts it, and must never adopt one that
         // is about to go.
-        delete_packs(repo, &records, &fates, results)?;
+        delete_packs(repo, &records, &fates, results, progress)?;
+        progress.step("writing the index", 0);
         rewrite_index(repo, &records, &fates, &files, results)?
     };
     let (n, b) = marked_total(&fates, &records);
@@ -612,6 +664,7 @@ fn repack(
     records: &[IndexPack],
     fates: &[Fate],
     used: &IdSet<BlobId>,
+    progress: &PruneProgress,
 ) -> Result<u64> {
     let reader = BlobReader::new(repo, index.clone());
     let uploader = Uploader::new(repo, repo.backend().connections());
@@ -662,6 +715,7 @@ fn repack(
                     packer.add(loc.kind, id, bytes);
                 }
             }
+            progress.add(r.size);
             Ok(())
         })
     });
@@ -682,6 +736,7 @@ fn delete_packs(
     records: &[IndexPack],
     fates: &[Fate],
     results: &mut PruneResults,
+    progress: &PruneProgress,
 ) -> Result<()> {
     let doomed: Vec<&IndexPack> = records
         .iter()
@@ -689,12 +744,15 @@ fn delete_packs(
         .filter(|(_, f)| **f == Fate::Delete)
         .map(|(r, _)| r)
         .collect();
+    progress.step("deleting", doomed.iter().map(|r| r.size).sum());
     let gone = crate::backend::with_reader_pool(repo.backend(), || {
         Ok(doomed
             .par_iter()
             .map(|r| {
                 repo.cancel().check()?;
-                match repo.backend().delete(FileType::Pack, &r.id.to_hex()) {
+                let done = repo.backend().delete(FileType::Pack, &r.id.to_hex());
+                progress.add(r.size);
+                match done {
                     Ok(()) => Ok(r.size),
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
                     Err(e) => Err(e),

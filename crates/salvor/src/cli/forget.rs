@@ -154,7 +154,8 @@ pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let r = forget::forget(&repo, &opts)?;
     let pruned = if a.prune {
-        Some(salvor_engine::ops::prune::prune(
+        Some(super::prune::run_prune(
+            g,
             &repo,
             &a.prune_args.options(a.dry_run),
         )?)

@@ -1,7 +1,13 @@
 //! `salvor prune`: free the space of data no snapshot references.
 
 use clap::Args;
-use salvor_engine::ops::prune::{self, PruneOptions, PruneResults};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use salvor_engine::Repository;
+use salvor_engine::ops::prune::{self, PruneOptions, PruneProgress, PruneResults};
+
+use super::progress::Ticker;
 
 use super::output::{bytes, outln};
 use super::{GlobalOptions, output};
@@ -91,13 +97,34 @@ pub struct PruneCommand {
 pub fn run(g: &GlobalOptions, a: &PruneCommand) -> anyhow::Result<i32> {
     super::signals::install();
     let repo = g.open()?;
-    let r = prune::prune(&repo, &a.prune.options(a.dry_run))?;
+    let r = run_prune(g, &repo, &a.prune.options(a.dry_run))?;
     if g.json {
         output::json(&r)?;
     } else if !g.quiet {
         report(&r)?;
     }
     Ok(0)
+}
+
+/// Prunes with a progress bar on a terminal.
+pub fn run_prune(
+    g: &GlobalOptions,
+    repo: &Repository,
+    opts: &PruneOptions,
+) -> salvor_engine::Result<PruneResults> {
+    let progress = Arc::new(PruneProgress::default());
+    let p = progress.clone();
+    let _bar = Ticker::start(
+        g.show_progress(),
+        Box::new(move || {
+            (
+                p.done.load(Ordering::Relaxed),
+                p.total.load(Ordering::Relaxed),
+                (*p.step.lock().unwrap()).to_string(),
+            )
+        }),
+    );
+    prune::prune_with(repo, opts, &progress)
 }
 
 /// Prints what a prune did.
