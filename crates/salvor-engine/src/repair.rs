@@ -15,6 +15,14 @@
 //! crash in between leaves duplicate entries (harmless), never a gap. The
 //! exclusive lock keeps backups out while the index is replaced.
 
+mod packs;
+mod snapshots;
+
+pub use packs::{DamagedPack, RepairPacksResults, repair_packs};
+pub use snapshots::{
+    DamagedSnapshot, REPAIRED_TAG, RepairSnapshotsOptions, RepairSnapshotsResults, repair_snapshots,
+};
+
 use rayon::prelude::*;
 
 use crate::backend::FileType;

@@ -107,11 +107,112 @@ enum RepairWhat {
     /// Rebuild the index from the packs in storage, so blobs of lost packs
     /// are forgotten and the next backup stores them again.
     Index,
+    /// Read packs and salvage every readable blob of the damaged ones into
+    /// new packs; the damaged packs are deleted. Then run `repair snapshots`.
+    #[command(after_help = "\
+Examples:
+  salvor repair packs --dry-run         # read every pack, say what is damaged
+  salvor repair packs 1a2b3c4d          # only the packs `check --read-data` named")]
+    Packs {
+        /// Packs to read, by id or prefix (default: every pack).
+        packs: Vec<String>,
+        /// Say what is damaged and what could be salvaged; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Rewrite the snapshots that reference lost data without it (tagged
+    /// `repaired`), naming every file and directory lost.
+    #[command(after_help = "\
+Examples:
+  salvor repair snapshots --dry-run     # which snapshots and paths lost data
+  salvor repair snapshots --forget      # remove damaged snapshots instead")]
+    Snapshots {
+        /// Remove the damaged snapshots instead of rewriting them.
+        #[arg(long)]
+        forget: bool,
+        /// Say what was lost; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
 }
 
-/// Runs `salvor repair index`.
+/// Runs `salvor repair`.
 pub fn repair(g: &GlobalOptions, a: &RepairArgs) -> anyhow::Result<i32> {
-    let RepairWhat::Index = a.what;
+    match &a.what {
+        RepairWhat::Index => repair_index(g),
+        RepairWhat::Packs { packs, dry_run } => repair_packs(g, packs, *dry_run),
+        RepairWhat::Snapshots { forget, dry_run } => repair_snapshots(g, *forget, *dry_run),
+    }
+}
+
+fn repair_packs(g: &GlobalOptions, packs: &[String], dry_run: bool) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let r = salvor_engine::repair::repair_packs(&repo, packs, dry_run)?;
+    if g.json {
+        output::json(&r)?;
+        return Ok(0);
+    }
+    if !g.quiet {
+        for d in &r.damaged {
+            outln!(
+                "pack {}: {}; {} blobs {}, {} lost",
+                d.id.short(),
+                d.reason,
+                d.salvaged,
+                if dry_run {
+                    "can be salvaged"
+                } else {
+                    "salvaged"
+                },
+                d.lost
+            )?;
+        }
+        outln!("read {} packs, {} damaged", r.packs_read, r.damaged.len())?;
+        if r.damaged.iter().any(|d| d.lost > 0) {
+            outln!(
+                "some data is lost: `salvor repair snapshots{}` names the snapshots and paths",
+                if dry_run { " --dry-run" } else { "" }
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+fn repair_snapshots(g: &GlobalOptions, forget: bool, dry_run: bool) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let opts = salvor_engine::repair::RepairSnapshotsOptions { forget, dry_run };
+    let r = salvor_engine::repair::repair_snapshots(&repo, &opts)?;
+    if g.json {
+        output::json(&r)?;
+        return Ok(0);
+    }
+    if !g.quiet {
+        for d in &r.damaged {
+            let fate = match (&d.replaced_by, d.forgotten) {
+                (Some(new), _) => format!("rewritten as {}", new.short()),
+                (None, true) => "removed".into(),
+                (None, false) if dry_run => "would be rewritten (or removed with --forget)".into(),
+                (None, false) => "its root is lost: remove it with --forget".into(),
+            };
+            outln!(
+                "snapshot {} lost {} paths, {fate}:",
+                d.id.short(),
+                d.lost.len()
+            )?;
+            for p in &d.lost {
+                outln!("  {p}")?;
+            }
+        }
+        outln!(
+            "read {} snapshots, {} lost data",
+            r.snapshots,
+            r.damaged.len()
+        )?;
+    }
+    Ok(0)
+}
+
+fn repair_index(g: &GlobalOptions) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let stats = salvor_engine::repair::repair_index(&repo)?;
     if g.json {
