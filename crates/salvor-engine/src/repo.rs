@@ -28,7 +28,7 @@ use crate::format::{self, ObjectKind};
 use crate::id::{IndexId, SnapshotId};
 
 pub use blobs::BlobReader;
-pub use index_files::CompactStats;
+pub use index_files::{CompactStats, IndexRecords};
 
 /// A snapshot with its id.
 pub type SnapshotEntry = (SnapshotId, Snapshot);

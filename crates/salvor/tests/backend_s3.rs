@@ -1,6 +1,7 @@
 //! S3 repositories against the real S3 server of scripts/services.sh
 //! (s3s-fs: path-style, SigV4). A smoke test until object storage is built
-//! out: init, file and stream backups, list, full check, restore byte for byte.
+//! out: init, file and stream backups, list, full check, restore byte for
+//! byte, forget and prune.
 
 mod common;
 
@@ -138,6 +139,22 @@ fn s3_repository_init_backup_check_restore() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr(&out).contains("contradict"), "{}", show(&out));
+
+    // Forget the stream and prune, on the bucket: its packs go, what is
+    // left checks clean and restores.
+    run(&["forget", stream], None);
+    let out = run(&["--json", "prune"], None);
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(p["bytes_deleted"].as_u64().unwrap() > 100_000, "{p}");
+    assert_eq!(p["packs_pending"], 0, "{p}");
+    let out = run(&["check", "--read-data"], None);
+    assert!(stdout(&out).contains("no errors found"), "{}", show(&out));
+    let again = w.path("restore-after-prune");
+    run(
+        &["restore", "-q", first, "--target", again.to_str().unwrap()],
+        None,
+    );
+    assert_same_tree(&src, &restored(&again, &src));
 }
 
 /// kill -9 in the middle of uploads (spooled packs, multipart writes,

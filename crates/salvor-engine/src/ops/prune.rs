@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::index::{IndexFile, IndexPack, merge_records};
+use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LockFile;
 use crate::format::pack::BlobKind;
 use crate::id::{BlobId, IndexId, SnapshotId};
@@ -277,54 +277,6 @@ struct Scan {
     scanned: HashSet<SnapshotId>,
 }
 
-/// Every index record (merged: one a pack) and the files they came from.
-struct Records {
-    records: Vec<IndexPack>,
-    files: Vec<String>,
-}
-
-fn load_records(repo: &Repository) -> Result<Records> {
-    // A file listed and then gone was replaced by a compaction: list again.
-    for _attempt in 0..5 {
-        let files: Vec<String> = repo
-            .backend()
-            .list(FileType::Index)?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        let read: Vec<(&String, Result<IndexFile>)> = files
-            .par_iter()
-            .map(|n| (n, repo.read_index_file(n)))
-            .collect();
-        let mut records = Vec::new();
-        let mut vanished = false;
-        for (name, file) in read {
-            match file {
-                Ok(f) => records.extend(f.packs),
-                Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    return Err(damaged(format!(
-                        "index file {name} cannot be read ({})",
-                        e.without_hint()
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !vanished {
-            return Ok(Records {
-                records: merge_records(records),
-                files,
-            });
-        }
-    }
-    Err(Error::new(
-        ErrorKind::Backend,
-        "the index kept changing while prune read it",
-    )
-    .hint("run prune again"))
-}
-
 /// An index of `records` in which a blob stored both in a pack that may be
 /// reused and in a marked one is found in the former (as readers load it).
 fn build_index(repo: &Repository, records: &[IndexPack]) -> Index {
@@ -394,7 +346,11 @@ fn pass(
 ) -> Result<Option<i64>> {
     let exclusive = results.exclusive;
     progress.step("reading the index", 0);
-    let Records { mut records, files } = load_records(repo)?;
+    let crate::repo::IndexRecords { mut records, files } =
+        repo.index_records().map_err(|e| match e.kind() {
+            ErrorKind::Corrupt => damaged(e.without_hint()),
+            _ => e,
+        })?;
     let stored: HashMap<String, u64> = repo
         .backend()
         .list(FileType::Pack)?

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::{ErrorKind, Result};
-use crate::format::index::{IndexFile, IndexPack, merge_records};
+use crate::format::index::{IndexFile, IndexPack};
 use crate::id::{IndexId, PackId};
 use crate::index::FrameLocation;
 use crate::pack::{Packer, Uploader};
@@ -68,17 +68,7 @@ pub fn repair_packs(
     dry_run: bool,
 ) -> Result<RepairPacksResults> {
     let lock = repo.lock(true, "repair packs")?;
-    let files: Vec<String> = repo
-        .backend()
-        .list(FileType::Index)?
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    let mut records = Vec::new();
-    for name in &files {
-        records.extend(repo.read_index_file(name)?.packs);
-    }
-    let records = merge_records(records);
+    let crate::repo::IndexRecords { records, files } = repo.index_records()?;
     let stored: std::collections::HashMap<String, u64> = repo
         .backend()
         .list(FileType::Pack)?

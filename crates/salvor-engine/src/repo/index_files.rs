@@ -27,6 +27,17 @@ pub const SMALL_INDEX: u64 = 512 * 1024;
 /// At most this many packs go into one compacted file (as `repair index`).
 const PACKS_PER_FILE: usize = 256;
 
+/// Every index record of a repository, merged (one a pack,
+/// [`crate::format::index::merge_records`]), and the files they came from:
+/// what a rewriter of the whole index (prune, `repair packs`) starts from.
+#[derive(Debug, Default)]
+pub struct IndexRecords {
+    /// One record a pack.
+    pub records: Vec<IndexPack>,
+    /// The index files read.
+    pub files: Vec<String>,
+}
+
 /// What a compaction did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CompactStats {
@@ -37,6 +48,54 @@ pub struct CompactStats {
 }
 
 impl Repository {
+    /// Reads every index file whole ([`IndexRecords`]). A file listed and
+    /// then gone was replaced by a compaction, so the listing is read again.
+    ///
+    /// # Errors
+    /// A damaged index file ([`ErrorKind::Corrupt`], naming it): a
+    /// rewrite without its records would lose them. Backend failures.
+    pub fn index_records(&self) -> Result<IndexRecords> {
+        for _attempt in 0..5 {
+            let files: Vec<String> = self
+                .backend
+                .list(FileType::Index)?
+                .into_iter()
+                .map(|o| o.name)
+                .collect();
+            let read: Vec<(&String, Result<IndexFile>)> = files
+                .par_iter()
+                .map(|n| (n, self.read_index_file(n)))
+                .collect();
+            let mut records = Vec::new();
+            let mut vanished = false;
+            for (name, file) in read {
+                match file {
+                    Ok(f) => records.extend(f.packs),
+                    Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        return Err(crate::Error::corrupt(format!(
+                            "index file {name} cannot be read ({})",
+                            e.without_hint()
+                        ))
+                        .remedy(crate::Remedy::RepairIndex));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !vanished {
+                return Ok(IndexRecords {
+                    records: crate::format::index::merge_records(records),
+                    files,
+                });
+            }
+        }
+        Err(crate::Error::new(
+            ErrorKind::Backend,
+            "the index kept changing while it was read",
+        )
+        .hint("try again"))
+    }
+
     /// Loads every index file (in parallel) into one in-memory index.
     ///
     /// A damaged index file does not stop a restore whose blobs other files
