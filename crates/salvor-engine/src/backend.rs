@@ -113,6 +113,10 @@ pub struct Capabilities {
     pub atomic_create: bool,
     /// Listings carry the store's modification times.
     pub list_times: bool,
+    /// Objects are written under a temporary name in `tmp/` and renamed
+    /// into place (local disks, SFTP), so a writer that dies leaves files
+    /// there for [`Backend::remove_temporaries`].
+    pub temporaries: bool,
 }
 
 /// A storage backend. See the module documentation for the contract.
@@ -186,8 +190,9 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Backend failures.
     fn delete(&self, kind: FileType, name: &str) -> Result<()>;
-    /// Removes temporary files last modified before `older_than` (local
-    /// storage keeps files being written in `tmp/`); returns how many.
+    /// Removes temporary files last modified before `older_than` (stores
+    /// with [`Capabilities::temporaries`] keep files being written in
+    /// `tmp/`); returns how many.
     ///
     /// # Errors
     /// Backend failures.

@@ -205,3 +205,42 @@ fn sftp_store_passes_check_storage() {
     // Every object is gone; SFTP keeps the empty directories.
     assert_eq!(count_files(&w.path("remote-repo")), 0);
 }
+
+/// SFTP writes a file in place, so salvor writes each object under a
+/// temporary name in `tmp/` and renames it: after a backup `tmp/` is
+/// empty, and a part file a killed writer left there is removed by the
+/// next backup that finds itself alone.
+#[test]
+fn sftp_writes_go_through_tmp_and_leftovers_are_removed() {
+    if !common::services("sftp_writes_go_through_tmp_and_leftovers_are_removed") {
+        return;
+    }
+    let w = World::new();
+    let sftp = Sftp::new(&w, Path::new(&var("SALVOR_TEST_SFTP_KNOWN_HOSTS")));
+    let remote = w.path("remote-repo");
+    std::fs::create_dir_all(&remote).unwrap();
+    sftp.ok(&w, &["init"], None);
+    let dump = text(3, 2 << 20);
+    sftp.ok(
+        &w,
+        &["backup", "-q", "--stdin", "--stdin-name", "db.sql"],
+        Some(dump.clone()),
+    );
+    let tmp = remote.join("tmp");
+    assert!(tmp.is_dir(), "no object went through tmp/");
+    assert_eq!(count_files(&tmp), 0, "a temporary file was left");
+    // A writer killed mid-upload left a part file an hour ago.
+    let part = tmp.join("0123abcd.part");
+    write(&part, b"half an object");
+    set_mtime(&part, 1_700_000_000, 0);
+    sftp.ok(
+        &w,
+        &["backup", "-q", "--stdin", "--stdin-name", "db.sql"],
+        Some(dump.clone()),
+    );
+    assert!(!part.exists(), "the dead writer's part file is still there");
+    let out = sftp.ok(&w, &["check", "--read-data"], None);
+    assert!(stdout(&out).contains("no errors found"), "{}", show(&out));
+    let out = sftp.ok(&w, &["dump", "latest", "db.sql"], None);
+    assert!(out.stdout == dump);
+}

@@ -220,6 +220,36 @@ fn root_cause(e: &opendal::Error) -> Option<String> {
 }
 
 impl OpendalBackend {
+    /// Whether this is an SFTP store (written through temporary names).
+    fn is_sftp(&self) -> bool {
+        self.location.starts_with("sftp://")
+    }
+
+    /// Removes the `tmp/` files of a remote store older than `older_than`.
+    fn remove_remote_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
+        let op = self.op()?;
+        let entries = match op.list("tmp/") {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(od_err("cannot list tmp/".into(), e)),
+        };
+        let mut n = 0;
+        for e in entries {
+            let old = e
+                .metadata()
+                .last_modified()
+                .is_some_and(|t| std::time::SystemTime::from(t) < older_than);
+            if e.metadata().is_file() && old {
+                match op.delete(e.path()) {
+                    Ok(()) => n += 1,
+                    Err(err) if err.kind() == opendal::ErrorKind::NotFound => {}
+                    Err(err) => return Err(od_err(format!("cannot remove {}", e.path()), err)),
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Builds the operator for `url` with the settings of the environment
     /// (see [`super::open_url`]).
     ///
@@ -507,10 +537,26 @@ impl Backend for OpendalBackend {
 
     fn write_bytes(&self, kind: FileType, name: &str, data: bytes::Bytes) -> Result<()> {
         let path = kind.path(name);
+        let op = self.op()?;
+        if self.is_sftp() {
+            // SFTP writes a file in place, so a connection that drops (or
+            // a writer killed) mid-write would leave part of an object
+            // under its final name: write a temporary file, then rename it
+            // (OpenSSH's posix-rename is atomic).
+            let tmp = format!("tmp/{}.part", crate::id::random_hex());
+            let done = op
+                .write(&tmp, data)
+                .map(|_| ())
+                .and_then(|()| op.rename(&tmp, &path));
+            if let Err(e) = done {
+                let _ = op.delete(&tmp);
+                return Err(od_err(format!("cannot write {path}"), e));
+            }
+            return Ok(());
+        }
         // OpenDAL sends the shared buffer as it is: a mapped spool file
         // goes out without being copied into memory.
-        self.op()?
-            .write(&path, data)
+        op.write(&path, data)
             .map_err(|e| od_err(format!("cannot write {path}"), e))?;
         if let Some(root) = &self.local_root {
             let full = root.join(&path);
@@ -574,6 +620,7 @@ impl Backend for OpendalBackend {
             return Capabilities {
                 atomic_create: true,
                 list_times: true,
+                temporaries: true,
             };
         }
         let Some(op) = self.op.get() else {
@@ -584,6 +631,7 @@ impl Backend for OpendalBackend {
             atomic_create: cap.write_with_if_not_exists,
             // Memory (tests) lists no times; S3 and SFTP do.
             list_times: !self.location.starts_with("memory://"),
+            temporaries: self.is_sftp(),
         }
     }
 
@@ -637,7 +685,11 @@ impl Backend for OpendalBackend {
 
     fn remove_temporaries(&self, older_than: std::time::SystemTime) -> Result<u64> {
         let Some(root) = &self.local_root else {
-            return Ok(0);
+            return if self.is_sftp() {
+                self.remove_remote_temporaries(older_than)
+            } else {
+                Ok(0)
+            };
         };
         let dir = root.join("tmp");
         let entries = match std::fs::read_dir(&dir) {

@@ -363,9 +363,9 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn remove_dead_temporaries(&self, held: &LockGuard) -> Result<u64> {
-        if !self.backend().is_local() {
-            // Only local storage keeps temporaries (object stores write
-            // whole objects): no need to list the locks, a request saved.
+        if !self.backend().capabilities().temporaries {
+            // Object stores write whole objects and keep no temporaries:
+            // no need to list the locks, a request saved.
             return Ok(0);
         }
         let ours = held.name();
