@@ -284,6 +284,24 @@ pub struct SnapshotSizes {
     pub unique_bytes: u64,
 }
 
+/// A set of blob ids [`reach`] fills: in memory, or spilling to disk.
+pub trait BlobSet {
+    /// Adds `id`; true when it was not there yet.
+    fn insert(&mut self, id: BlobId) -> bool;
+}
+
+impl BlobSet for IdSet<BlobId> {
+    fn insert(&mut self, id: BlobId) -> bool {
+        std::collections::HashSet::insert(self, id)
+    }
+}
+
+impl BlobSet for crate::spill::SpillSet {
+    fn insert(&mut self, id: BlobId) -> bool {
+        crate::spill::SpillSet::insert(self, id)
+    }
+}
+
 /// Distinct blobs referenced by the given snapshot roots.
 ///
 /// # Errors
@@ -308,7 +326,7 @@ pub fn sizes(reader: &BlobReader, roots: &[BlobId]) -> Result<SnapshotSizes> {
 ///
 /// # Errors
 /// Unreadable trees and content lists.
-pub fn reach(reader: &BlobReader, roots: &[BlobId], seen: &mut IdSet<BlobId>) -> Result<()> {
+pub fn reach(reader: &BlobReader, roots: &[BlobId], seen: &mut impl BlobSet) -> Result<()> {
     for root in roots {
         if !seen.insert(*root) {
             continue;
@@ -328,7 +346,9 @@ pub fn reach(reader: &BlobReader, roots: &[BlobId], seen: &mut IdSet<BlobId>) ->
                     Ok(())
                 },
             )?;
-            seen.extend(lists);
+            for id in lists {
+                seen.insert(id);
+            }
             Ok(n.subtree.is_some_and(|t| seen.insert(t)))
         })?;
     }

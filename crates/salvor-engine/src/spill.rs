@@ -257,7 +257,8 @@ pub fn merged<'a>(runs: &[&'a Run]) -> impl Iterator<Item = &'a [u8]> {
     })
 }
 
-/// A set of ids that spills to disk: what a backup has queued for storage.
+/// A set of ids that spills to disk: what a backup has queued for storage,
+/// and what a prune finds the snapshots use.
 pub struct SpillSet {
     mem: IdSet<BlobId>,
     runs: Vec<Run>,
@@ -299,7 +300,7 @@ impl SpillSet {
             && let Some(dir) = self.dir.clone()
             && let Err(e) = self.spill(&dir)
         {
-            tracing::warn!("a backup's set of new blobs stays in memory: {e}");
+            tracing::warn!("a set of blob ids stays in memory: {e}");
             self.dir = None;
         }
         true
@@ -328,6 +329,15 @@ impl SpillSet {
     pub fn runs(&self) -> usize {
         self.runs.len()
     }
+
+    /// Every id once, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = BlobId> + '_ {
+        let spilled = self.runs.iter().flat_map(|r| {
+            r.records()
+                .map(|rec| BlobId(rec.try_into().expect("32-byte records")))
+        });
+        self.mem.iter().copied().chain(spilled)
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +363,11 @@ mod tests {
         assert!(s.runs() >= 1 && s.runs() <= 6, "{} runs", s.runs());
         assert!((0..2_500).all(|n| s.contains(&id(n))));
         assert!((2_500..12_500).all(|n| !s.contains(&id(n))));
+        let mut all: Vec<BlobId> = s.iter().collect();
+        all.sort_unstable();
+        let mut want: Vec<BlobId> = (0..2_500).map(id).collect();
+        want.sort_unstable();
+        assert!(all == want, "iter yields every id once");
         // Nothing is left on disk: the files were unlinked at creation.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

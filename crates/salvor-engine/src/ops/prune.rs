@@ -42,10 +42,11 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LockFile;
 use crate::format::pack::BlobKind;
 use crate::id::{BlobId, IndexId, SnapshotId};
-use crate::index::{IdSet, Index};
+use crate::index::Index;
 use crate::pack::{Packer, Uploader};
 use crate::repo::lock::LockGuard;
 use crate::repo::{BlobReader, Repository};
+use crate::spill::SpillSet;
 
 /// How long after a mark a lock must have started for its holder to be
 /// known to have read the index with the mark in it: the clock skew
@@ -130,7 +131,7 @@ pub struct PruneResults {
     pub packs_before: u64,
     /// Their bytes.
     pub bytes_before: u64,
-    /// Packs and bytes deleted.
+    /// Packs deleted.
     pub packs_deleted: u64,
     /// Bytes of the packs deleted.
     pub bytes_deleted: u64,
@@ -151,7 +152,7 @@ pub struct PruneResults {
     pub bytes_pending: u64,
     /// The live locks that kept the pending packs from being deleted now.
     pub holders: Vec<Holder>,
-    /// Index files written and removed.
+    /// Index files written.
     pub index_files_written: u64,
     /// Index files removed.
     pub index_files_removed: u64,
@@ -207,7 +208,10 @@ pub fn prune_with(
         exclusive,
         ..PruneResults::default()
     };
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        used: SpillSet::new(Some(repo.spill_dir())),
+        scanned: HashSet::new(),
+    };
     let pending = pass(repo, &lock, opts, &mut scan, &mut results, progress, true)?;
     let sweep_now = match pending {
         Some(newest) if !opts.dry_run && !exclusive => ready(&live_foreign(repo, &lock)?, newest),
@@ -270,10 +274,11 @@ fn damaged(what: impl std::fmt::Display) -> Error {
 }
 
 /// What the snapshots reference, kept across passes: a second pass walks
-/// only the snapshots that appeared since the first.
-#[derive(Default)]
+/// only the snapshots that appeared since the first. The set spills into
+/// mapped files beyond a batch, so a prune's memory stays small however
+/// many blobs the snapshots use.
 struct Scan {
-    used: IdSet<BlobId>,
+    used: SpillSet,
     scanned: HashSet<SnapshotId>,
 }
 
@@ -522,10 +527,10 @@ fn adopt_unindexed(
 
 /// Plaintext bytes the snapshots use of each pack (by pack number): a blob
 /// counts for the pack the index finds it in.
-fn usage(index: &Index, used: &IdSet<BlobId>) -> Result<Vec<u64>> {
+fn usage(index: &Index, used: &SpillSet) -> Result<Vec<u64>> {
     let mut bytes = vec![0u64; index.packs().len()];
-    for id in used {
-        let Some(loc) = index.get(id) else {
+    for id in used.iter() {
+        let Some(loc) = index.get(&id) else {
             return Err(damaged(format!(
                 "blob {id}, which a snapshot references, is not in the index"
             )));
@@ -619,7 +624,7 @@ fn repack(
     index: &Arc<Index>,
     records: &[IndexPack],
     fates: &[Fate],
-    used: &IdSet<BlobId>,
+    used: &SpillSet,
     progress: &PruneProgress,
 ) -> Result<u64> {
     let reader = BlobReader::new(repo, index.clone());
