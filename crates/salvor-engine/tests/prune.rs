@@ -379,3 +379,26 @@ fn a_v1_repository_is_pruned_under_an_exclusive_lock() {
     common::assert_clean(&repo);
     assert!(read_back(&repo, &kept) == noise(17, 500_000));
 }
+
+#[test]
+fn a_backup_paused_past_the_stale_age_loses_its_lock_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, repo, clock) = init(dir.path(), 2);
+    let data = noise(18, 1_000_000);
+    let first = backup(&repo, &data);
+    // A backup begins (its index lets it reuse the data), then its host is
+    // suspended for 35 minutes: its lock goes stale.
+    let mut paused = begin(&repo);
+    forget(&repo, &first);
+    clock.advance(salvor_engine::repo::lock::STALE_AFTER + Duration::from_secs(300));
+    let r = run(&repo);
+    assert!(r.packs_deleted > 0 && r.holders.is_empty(), "{r:?}");
+    // It resumes. Its refresher wakes first (the clock says 35 minutes
+    // since the last refresh) and must not take the lock back.
+    std::thread::sleep(Duration::from_millis(1500));
+    paused.add_stream("db.sql", &data[..]).unwrap_or_default();
+    let e = paused.commit().expect_err("a snapshot over deleted data");
+    assert_eq!(e.kind(), ErrorKind::LockLost, "{e}");
+    assert!(repo.snapshots().unwrap().is_empty());
+    common::assert_clean(&repo);
+}

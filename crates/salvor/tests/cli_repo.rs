@@ -296,6 +296,7 @@ fn stale_locks_are_ignored_and_live_exclusive_locks_block() {
             .as_secs() as i64,
         command: "prune".into(),
         started: None,
+        pid_namespace: None,
     };
     repo.write_doc(
         FileType::Lock,

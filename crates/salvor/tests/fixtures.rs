@@ -449,6 +449,7 @@ fn make_fixture() {
         refreshed: 1_700_000_000,
         command: "backup".into(),
         started: None,
+        pid_namespace: None,
     };
     repo.write_doc(
         FileType::Lock,

@@ -51,6 +51,10 @@ fn forget_prune_frees_the_space_and_what_is_left_restores() {
     let plan = w.json(&[&"forget", &"--keep-last", &"1", &"--prune", &"--dry-run"]);
     assert_eq!(plan["forget"]["removed"], 2, "{plan}");
     assert_eq!(plan["prune"]["dry_run"], true, "{plan}");
+    assert!(
+        plan["prune"]["bytes_deleted"].as_u64().unwrap() >= 4_000_000,
+        "the dry run counts what the forget would remove as gone: {plan}"
+    );
     assert_eq!(w.repo_bytes(), before, "a dry run changed the repository");
     assert_eq!(ids(&w).len(), 3);
 

@@ -22,4 +22,9 @@ pub struct LockFile {
     /// started before any mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<i64>,
+    /// The holder's PID namespace (`pid:[4026531836]`), so that a reader on
+    /// a host of the same name (containers) judges the pid only when it
+    /// shares the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
 }

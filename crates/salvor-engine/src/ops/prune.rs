@@ -41,7 +41,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LockFile;
 use crate::format::pack::BlobKind;
-use crate::id::{BlobId, IndexId, SnapshotId};
+use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
 use crate::pack::{Packer, Uploader};
 use crate::repo::lock::LockGuard;
@@ -55,6 +55,9 @@ use crate::spill::SpillSet;
 pub const MARK_MARGIN: Duration = Duration::from_secs(15 * 60);
 /// Packs per rewritten index file (as `repair index`).
 const PACKS_PER_FILE: usize = 256;
+/// A rewrite of the index that took longer than this stamps its new marks
+/// again once it is done ([`rewrite_index`]).
+const RESTAMP_AFTER: Duration = Duration::from_secs(60);
 
 /// What [`prune`] is to do.
 #[derive(Debug, Clone)]
@@ -67,6 +70,9 @@ pub struct PruneOptions {
     pub max_repack_bytes: Option<u64>,
     /// Decide and report; change nothing.
     pub dry_run: bool,
+    /// Snapshots to count as forgotten (a dry run of a forget followed by
+    /// a prune); only with `dry_run`.
+    pub assume_forgotten: Vec<SnapshotId>,
 }
 
 impl Default for PruneOptions {
@@ -75,6 +81,7 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             max_repack_bytes: None,
             dry_run: false,
+            assume_forgotten: Vec::new(),
         }
     }
 }
@@ -146,6 +153,9 @@ pub struct PruneResults {
     pub packs_rescued: u64,
     /// Packs no index named (left by killed backups), taken into the index.
     pub packs_adopted: u64,
+    /// Records dropped of packs an earlier prune deleted before it was
+    /// stopped (their bytes were freed then).
+    pub packs_finished: u64,
     /// Packs left marked, deleted by a later prune once the holders end.
     pub packs_pending: u64,
     /// Their bytes.
@@ -182,6 +192,11 @@ pub fn prune_with(
     opts: &PruneOptions,
     progress: &PruneProgress,
 ) -> Result<PruneResults> {
+    if !opts.dry_run && !opts.assume_forgotten.is_empty() {
+        return Err(Error::invalid(
+            "snapshots may be counted as forgotten only in a dry run",
+        ));
+    }
     if !(0.0..=1.0).contains(&opts.max_unused) {
         return Err(Error::invalid(format!(
             "the unused share must be between 0% and 100%, not {}%",
@@ -246,9 +261,10 @@ pub fn prune_with(
 /// not say when it began, holds every mark back.
 fn ready(holders: &[LockFile], mark: i64) -> bool {
     let after = mark.saturating_add(MARK_MARGIN.as_secs().cast_signed());
-    holders
-        .iter()
-        .all(|l| l.started.is_some_and(|s| s >= after))
+    mark != i64::MAX
+        && holders
+            .iter()
+            .all(|l| l.started.is_some_and(|s| s >= after))
 }
 
 /// The live locks other than `ours`.
@@ -282,44 +298,147 @@ struct Scan {
     scanned: HashSet<SnapshotId>,
 }
 
-/// An index of `records` in which a blob stored both in a pack that may be
-/// reused and in a marked one is found in the former (as readers load it).
-fn build_index(repo: &Repository, records: &[IndexPack]) -> Index {
-    let mut index = Index::spilling(repo.spill_dir());
-    records
-        .iter()
-        .filter(|r| r.reusable())
-        .for_each(|r| index.add_pack(r));
-    records
-        .iter()
-        .filter(|r| !r.reusable())
-        .for_each(|r| index.add_pack(r));
-    index.finish();
-    index
-}
-
-/// Adds what every snapshot not yet scanned references to `scan.used`;
-/// returns how many snapshots there are.
-fn scan_snapshots(repo: &Repository, index: &Arc<Index>, scan: &mut Scan) -> Result<u64> {
+/// Adds what every snapshot not yet scanned (and not in `skip`)
+/// references to `scan.used`; returns how many snapshots count. Errors are
+/// as found (a tree or blob that no index names, an unreadable snapshot).
+fn scan_snapshots(
+    repo: &Repository,
+    index: &Arc<Index>,
+    scan: &mut Scan,
+    skip: &[SnapshotId],
+) -> Result<u64> {
     let (snapshots, errors) = repo.snapshots_lenient()?;
     // One removed between list and read was forgotten meanwhile: no loss.
     if let Some(e) = errors.into_iter().find(|e| e.kind() != ErrorKind::NotFound) {
-        return Err(damaged(format!(
+        return Err(Error::corrupt(format!(
             "{}; prune cannot tell what it references",
             e.without_hint()
         )));
     }
     let reader = BlobReader::new(repo, index.clone());
-    let roots: Vec<BlobId> = snapshots
+    let fresh: Vec<(SnapshotId, BlobId)> = snapshots
         .iter()
-        .filter(|(id, _)| scan.scanned.insert(*id))
-        .map(|(_, s)| s.tree)
+        .filter(|(id, _)| !skip.contains(id) && !scan.scanned.contains(id))
+        .map(|(id, s)| (*id, s.tree))
         .collect();
-    crate::browse::reach(&reader, &roots, &mut scan.used).map_err(|e| match e.kind() {
-        ErrorKind::Corrupt | ErrorKind::NotFound => damaged(e.without_hint()),
-        _ => e,
-    })?;
-    Ok(snapshots.len() as u64)
+    let roots: Vec<BlobId> = fresh.iter().map(|(_, t)| *t).collect();
+    crate::browse::reach(&reader, &roots, &mut scan.used)?;
+    scan.scanned.extend(fresh.iter().map(|(id, _)| *id));
+    Ok(snapshots
+        .iter()
+        .filter(|(id, _)| !skip.contains(id))
+        .count() as u64)
+}
+
+/// What a pass decides from.
+struct Loaded {
+    records: Vec<IndexPack>,
+    files: Vec<String>,
+    holders: Vec<LockFile>,
+    index: Arc<Index>,
+    used: Vec<u64>,
+}
+
+/// Reads the index, the packs, the locks and then the snapshots. A backup
+/// that uploads and commits between the first reads and the last leaves a
+/// snapshot whose blobs this index lacks: that is read again (twice at
+/// most) before it is called damage.
+fn load(
+    repo: &Repository,
+    lock: &LockGuard,
+    opts: &PruneOptions,
+    scan: &mut Scan,
+    results: &mut PruneResults,
+    progress: &PruneProgress,
+    first: bool,
+) -> Result<Loaded> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        progress.step("reading the index", 0);
+        let crate::repo::IndexRecords { mut records, files } =
+            repo.index_records().map_err(|e| match e.kind() {
+                ErrorKind::Corrupt => damaged(e.without_hint()),
+                _ => e,
+            })?;
+        let stored: HashMap<String, u64> = repo
+            .backend()
+            .list(FileType::Pack)?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect();
+        if first {
+            results.packs_before = stored.len() as u64;
+            results.bytes_before = stored.values().sum();
+        }
+        // Marked packs already deleted by a prune killed before it rewrote
+        // the index: their records go now. An unmarked pack that is gone
+        // is damage.
+        let mut finished = 0u64;
+        let mut problem = None;
+        records.retain(|r| match stored.get(&r.id.to_hex()) {
+            Some(&size) if size == r.size => true,
+            Some(&size) => {
+                problem.get_or_insert(format!(
+                    "pack {} has {size} bytes, the index says {}",
+                    r.id, r.size
+                ));
+                true
+            }
+            None if r.delete_mark().is_some() => {
+                finished += 1;
+                false
+            }
+            None => {
+                problem.get_or_insert(format!(
+                    "pack {} is in the index but missing from storage",
+                    r.id
+                ));
+                true
+            }
+        });
+        if let Some(p) = problem {
+            return Err(damaged(p));
+        }
+        let (adopted, unreadable) = adopt_unindexed(repo, &stored, &mut records);
+
+        // Locks first, snapshots second: a backup that is not live at this
+        // listing has written its snapshot (or never will), so the scan
+        // sees it.
+        let holders = live_foreign(repo, lock)?;
+        let index = Arc::new(repo.index_of(&records));
+        progress.step("reading snapshots", 0);
+        let scanned = scan_snapshots(repo, &index, scan, &opts.assume_forgotten)
+            .and_then(|n| Ok((n, usage(&index, &scan.used)?)));
+        match scanned {
+            Ok((snapshots, used)) => {
+                results.snapshots = snapshots;
+                results.packs_finished += finished;
+                results.packs_adopted += adopted;
+                for u in unreadable {
+                    if !results.unreadable.contains(&u) {
+                        results.unreadable.push(u);
+                    }
+                }
+                return Ok(Loaded {
+                    records,
+                    files,
+                    holders,
+                    index,
+                    used,
+                });
+            }
+            Err(e) if attempt < 3 && e.kind() == ErrorKind::Corrupt => {
+                tracing::info!("reading the index again, a backup committed meanwhile: {e}");
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    ErrorKind::Corrupt | ErrorKind::NotFound => damaged(e.without_hint()),
+                    _ => e,
+                });
+            }
+        }
+    }
 }
 
 /// What becomes of a pack.
@@ -350,60 +469,13 @@ fn pass(
     first: bool,
 ) -> Result<Option<i64>> {
     let exclusive = results.exclusive;
-    progress.step("reading the index", 0);
-    let crate::repo::IndexRecords { mut records, files } =
-        repo.index_records().map_err(|e| match e.kind() {
-            ErrorKind::Corrupt => damaged(e.without_hint()),
-            _ => e,
-        })?;
-    let stored: HashMap<String, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
-    if first {
-        results.packs_before = stored.len() as u64;
-        results.bytes_before = stored.values().sum();
-    }
-    // Marked packs already deleted by a prune killed before it rewrote the
-    // index: their records go now. An unmarked pack that is gone is damage.
-    let mut finished = 0u64;
-    let mut problem = None;
-    records.retain(|r| match stored.get(&r.id.to_hex()) {
-        Some(&size) if size == r.size => true,
-        Some(&size) => {
-            problem.get_or_insert(format!(
-                "pack {} has {size} bytes, the index says {}",
-                r.id, r.size
-            ));
-            true
-        }
-        None if r.delete_mark().is_some() => {
-            finished += 1;
-            false
-        }
-        None => {
-            problem.get_or_insert(format!(
-                "pack {} is in the index but missing from storage",
-                r.id
-            ));
-            true
-        }
-    });
-    if let Some(p) = problem {
-        return Err(damaged(p));
-    }
-    results.packs_deleted += finished;
-    adopt_unindexed(repo, &stored, &mut records, results);
-
-    // Locks first, snapshots second: a backup that is not live at this
-    // listing has written its snapshot (or never will), so the scan sees it.
-    let holders = live_foreign(repo, lock)?;
-    let index = Arc::new(build_index(repo, &records));
-    progress.step("reading snapshots", 0);
-    results.snapshots = scan_snapshots(repo, &index, scan)?;
-    let used = usage(&index, &scan.used)?;
+    let Loaded {
+        records,
+        files,
+        holders,
+        index,
+        used,
+    } = load(repo, lock, opts, scan, results, progress, first)?;
 
     let mut fates = decide(&records, &index, &used, &holders, exclusive, opts);
     let marked_total = |fates: &[Fate], records: &[IndexPack]| {
@@ -458,16 +530,16 @@ fn pass(
             }
         }
         progress.step("writing the index", 0);
-        let newest = rewrite_index(repo, &records, &fates, &files, results)?;
-        delete_packs(repo, &records, &fates, results, progress)?;
+        let newest = rewrite_index(repo, lock, &records, &fates, &files, results)?;
+        delete_packs(repo, lock, &records, &fates, results, progress)?;
         newest
     } else {
         // Deleted before the index stops naming them: a backup that finds
         // a pack no index names adopts it, and must never adopt one that
         // is about to go.
-        delete_packs(repo, &records, &fates, results, progress)?;
+        delete_packs(repo, lock, &records, &fates, results, progress)?;
         progress.step("writing the index", 0);
-        rewrite_index(repo, &records, &fates, &files, results)?
+        rewrite_index(repo, lock, &records, &fates, &files, results)?
     };
     let (n, b) = marked_total(&fates, &records);
     results.packs_pending = n;
@@ -498,8 +570,7 @@ fn adopt_unindexed(
     repo: &Repository,
     stored: &HashMap<String, u64>,
     records: &mut Vec<IndexPack>,
-    results: &mut PruneResults,
-) {
+) -> (u64, Vec<String>) {
     let known: HashSet<String> = records.iter().map(|r| r.id.to_hex()).collect();
     let unknown: Vec<(&String, &u64)> =
         stored.iter().filter(|(n, _)| !known.contains(*n)).collect();
@@ -512,17 +583,17 @@ fn adopt_unindexed(
             )
         })
         .collect();
+    let (mut adopted, mut unreadable) = (0, Vec::new());
     for (name, r) in read {
         match r {
             Ok(p) => {
-                results.packs_adopted += 1;
+                adopted += 1;
                 records.push(p);
             }
-            Err(e) => results
-                .unreadable
-                .push(format!("pack {name}: {}", e.without_hint())),
+            Err(e) => unreadable.push(format!("pack {name}: {}", e.without_hint())),
         }
     }
+    (adopted, unreadable)
 }
 
 /// Plaintext bytes the snapshots use of each pack (by pack number): a blob
@@ -694,6 +765,7 @@ fn repack(
 /// that lost it must assume another prune runs, or a backup it cannot see.
 fn delete_packs(
     repo: &Repository,
+    lock: &LockGuard,
     records: &[IndexPack],
     fates: &[Fate],
     results: &mut PruneResults,
@@ -705,6 +777,10 @@ fn delete_packs(
         .filter(|(_, f)| **f == Fate::Delete)
         .map(|(r, _)| r)
         .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    lock.verify()?;
     progress.step("deleting", doomed.iter().map(|r| r.size).sum());
     let gone = crate::backend::with_reader_pool(repo.backend(), || {
         Ok(doomed
@@ -714,20 +790,22 @@ fn delete_packs(
                 let done = repo.backend().delete(FileType::Pack, &r.id.to_hex());
                 progress.add(r.size);
                 match done {
-                    Ok(()) => Ok(r.size),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+                    Ok(()) => Ok(Some(r.size)),
+                    // Deleted already (an earlier prune that was stopped).
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(e),
                 }
             })
-            .collect::<Vec<Result<u64>>>())
+            .collect::<Vec<Result<Option<u64>>>>())
     })?;
     let mut first_error = None;
     for g in gone {
         match g {
-            Ok(size) => {
+            Ok(Some(size)) => {
                 results.packs_deleted += 1;
                 results.bytes_deleted += size;
             }
+            Ok(None) => results.packs_finished += 1,
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -740,13 +818,21 @@ fn delete_packs(
 /// cleared by fate (each new mark stamped just before its file is
 /// written), then removes the files it replaces. Returns the newest mark
 /// the index now holds.
+///
+/// A mark takes effect only once no file names its pack unmarked, which
+/// is after the old files are removed; if that took longer than
+/// [`RESTAMP_AFTER`] (a large index, a slow link, a stopped prune), the
+/// new marks are written again with the time then, so that a mark's time
+/// is never much earlier than the moment it took effect (section 16).
 fn rewrite_index(
     repo: &Repository,
+    lock: &LockGuard,
     records: &[IndexPack],
     fates: &[Fate],
     old: &[String],
     results: &mut PruneResults,
 ) -> Result<Option<i64>> {
+    lock.verify()?;
     let mut kept: Vec<(&IndexPack, Fate)> = records
         .iter()
         .zip(fates.iter().copied())
@@ -754,38 +840,86 @@ fn rewrite_index(
         .collect();
     // Marked records together: a later sweep rewrites fewer files.
     kept.sort_by_key(|(r, f)| (matches!(f, Fate::Mark | Fate::Repack), r.id));
+    let first_stamp = repo.clock().now().as_second();
     let mut written: HashSet<String> = HashSet::new();
+    // Files holding marks made now, with their records.
+    let mut fresh: Vec<(String, Vec<IndexPack>)> = Vec::new();
     let mut newest = None;
     for chunk in kept.chunks(PACKS_PER_FILE) {
         repo.cancel().check()?;
+        lock.check()?;
         let now = repo.clock().now().as_second();
+        let mut stamped = false;
         let packs: Vec<IndexPack> = chunk
             .iter()
             .map(|(r, f)| {
                 let mut r = (*r).clone();
                 match f {
                     Fate::Rescue => r.clear_delete_mark(),
-                    Fate::Repack => r.set_delete_mark(now),
-                    Fate::Mark if r.delete_mark().is_none() => r.set_delete_mark(now),
+                    Fate::Repack => {
+                        r.set_delete_mark(now);
+                        stamped = true;
+                    }
+                    // A mark that does not decode is made again.
+                    Fate::Mark if r.delete_mark().is_none_or(|m| m == i64::MAX) => {
+                        r.set_delete_mark(now);
+                        stamped = true;
+                    }
                     _ => {}
                 }
                 newest = newest.max(r.delete_mark());
                 r
             })
             .collect();
-        let id: IndexId = repo.write_index(&IndexFile {
+        let file = IndexFile {
             packs,
             ..IndexFile::default()
-        })?;
-        written.insert(id.to_hex());
+        };
+        let name = repo.write_index(&file)?.to_hex();
+        written.insert(name.clone());
         results.index_files_written += 1;
+        if stamped {
+            fresh.push((name, file.packs));
+        }
     }
-    for name in old.iter().filter(|n| !written.contains(*n)) {
+    remove_index_files(repo, old.iter().filter(|n| !written.contains(*n)), results)?;
+    let now = repo.clock().now().as_second();
+    if !fresh.is_empty() && now - first_stamp > RESTAMP_AFTER.as_secs().cast_signed() {
+        lock.verify()?;
+        for (name, mut packs) in fresh {
+            for p in &mut packs {
+                if p.delete_mark().is_some_and(|m| m >= first_stamp) {
+                    p.set_delete_mark(now);
+                }
+            }
+            newest = newest.max(Some(now));
+            let new = repo
+                .write_index(&IndexFile {
+                    packs,
+                    ..IndexFile::default()
+                })?
+                .to_hex();
+            results.index_files_written += 1;
+            if new != name {
+                remove_index_files(repo, std::iter::once(&name), results)?;
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// Removes index files (gone already is fine).
+fn remove_index_files<'a>(
+    repo: &Repository,
+    names: impl Iterator<Item = &'a String>,
+    results: &mut PruneResults,
+) -> Result<()> {
+    for name in names {
         match repo.delete_doc(FileType::Index, name) {
             Ok(()) => results.index_files_removed += 1,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(newest)
+    Ok(())
 }

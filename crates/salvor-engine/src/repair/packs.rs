@@ -39,8 +39,10 @@ pub struct DamagedPack {
     pub reason: String,
     /// Blobs copied into new packs.
     pub salvaged: u64,
-    /// Blobs that could not be read: lost.
+    /// Blobs that could not be read and that no other pack holds: lost.
     pub lost: u64,
+    /// Blobs that could not be read here but another pack holds.
+    pub elsewhere: u64,
 }
 
 /// What [`repair_packs`] found and did.
@@ -89,7 +91,10 @@ pub fn repair_packs(
         Packer::new(repo, &uploader, level),
         Packer::new(repo, &uploader, level),
     );
-    let found: Vec<Result<Option<DamagedPack>>> =
+    // A damaged pack as read: its id, why, how many blobs were salvaged,
+    // and the ids of those that were not.
+    type Found = (PackId, String, u64, Vec<crate::id::BlobId>);
+    let found: Vec<Result<Option<Found>>> =
         crate::backend::with_reader_pool(repo.backend(), || {
             Ok(chosen
                 .par_iter()
@@ -106,13 +111,13 @@ pub fn repair_packs(
                         None
                     };
                     let Some(bytes) = bytes else {
-                        let n = r.frames.iter().map(|f| f.blobs.len() as u64).sum();
-                        return Ok(Some(DamagedPack {
-                            id: r.id,
-                            reason: "missing from storage".into(),
-                            salvaged: 0,
-                            lost: n,
-                        }));
+                        let unread = r
+                            .frames
+                            .iter()
+                            .flat_map(|f| &f.blobs)
+                            .map(|b| b.id)
+                            .collect();
+                        return Ok(Some((r.id, "missing from storage".to_string(), 0, unread)));
                     };
                     if PackId::hash_of(&bytes) == r.id {
                         return Ok(None);
@@ -123,22 +128,40 @@ pub fn repair_packs(
                         .flat_map(|f| &f.blobs)
                         .any(|b| b.kind == crate::format::pack::BlobKind::Tree);
                     let packer = if holds_trees { &trees } else { &data };
-                    let (salvaged, lost) = salvage(repo, r, &bytes, (!dry_run).then_some(packer));
-                    Ok(Some(DamagedPack {
-                        id: r.id,
-                        reason: "its bytes do not match its hash (damaged on storage)".into(),
+                    let (salvaged, unread) = salvage(repo, r, &bytes, (!dry_run).then_some(packer));
+                    Ok(Some((
+                        r.id,
+                        "its bytes do not match its hash (damaged on storage)".to_string(),
                         salvaged,
-                        lost,
-                    }))
+                        unread,
+                    )))
                 })
                 .collect())
         })?;
     out.packs_read = chosen.len() as u64;
-    for f in found {
-        if let Some(d) = f? {
-            out.damaged.push(d);
-        }
+    let found: Vec<Found> = found
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<Result<_>>()?;
+    // A blob this pack lost is not lost if a pack in storage that is not
+    // damaged holds it too.
+    let bad: HashSet<PackId> = found.iter().map(|f| f.0).collect();
+    let healthy = repo.index_of(
+        records
+            .iter()
+            .filter(|r| !bad.contains(&r.id) && stored.contains_key(&r.id.to_hex())),
+    );
+    for (id, reason, salvaged, unread) in found {
+        let elsewhere = unread.iter().filter(|b| healthy.contains(b)).count() as u64;
+        out.damaged.push(DamagedPack {
+            id,
+            reason,
+            salvaged,
+            lost: unread.len() as u64 - elsewhere,
+            elsewhere,
+        });
     }
+    drop(healthy);
     let stats = data
         .finish()
         .and_then(|a| trees.finish().map(|b| a.stored + b.stored));
@@ -190,13 +213,13 @@ fn salvage(
     r: &IndexPack,
     bytes: &[u8],
     packer: Option<&Arc<Packer>>,
-) -> (u64, u64) {
-    let (mut salvaged, mut lost) = (0, 0);
+) -> (u64, Vec<crate::id::BlobId>) {
+    let (mut salvaged, mut lost) = (0, Vec::new());
     for (nonce, f) in r.frames.iter().enumerate() {
-        let n = f.blobs.len() as u64;
         let ct = usize::try_from(f.offset)
             .ok()
-            .and_then(|o| bytes.get(o..o + f.length as usize));
+            .and_then(|o| Some(o..o.checked_add(f.length as usize)?))
+            .and_then(|range| bytes.get(range));
         let loc = FrameLocation {
             pack: 0,
             nonce: u32::try_from(nonce).unwrap_or(u32::MAX),
@@ -208,19 +231,19 @@ fn salvage(
         let Some(plain) =
             ct.and_then(|ct| crate::pack::decode_frame(repo.key(), &r.salt, &loc, ct, &r.id).ok())
         else {
-            lost += n;
+            lost.extend(f.blobs.iter().map(|b| b.id));
             continue;
         };
         for b in &f.blobs {
             let (start, len) = (b.offset as usize, b.length as usize);
-            match plain.get(start..start + len) {
+            match start.checked_add(len).and_then(|end| plain.get(start..end)) {
                 Some(data) if crate::repo::blobs::verify_blob(repo.key(), &b.id, data).is_ok() => {
                     if let Some(p) = packer {
                         p.add(b.kind, b.id, data);
                     }
                     salvaged += 1;
                 }
-                _ => lost += 1,
+                _ => lost.push(b.id),
             }
         }
     }

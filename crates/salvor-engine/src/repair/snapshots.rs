@@ -20,7 +20,7 @@ use crate::backend::FileType;
 use crate::error::{ErrorKind, Result};
 use crate::format::pack::BlobKind;
 use crate::format::tree::{self, NodeKind, Tree};
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
 use crate::pack::{Packer, Uploader};
 use crate::repo::{BlobReader, Repository};
@@ -72,13 +72,17 @@ pub fn repair_snapshots(
     opts: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsResults> {
     let lock = repo.lock(false, "repair snapshots")?;
-    let index = Arc::new(repo.load_index()?);
-    let stored: HashSet<PackId> = repo
+    // Only what storage holds: a blob whose first copy is in a lost pack
+    // but which another pack holds too is not lost.
+    let stored: HashSet<String> = repo
         .backend()
         .list(FileType::Pack)?
-        .iter()
-        .filter_map(|o| PackId::from_hex(&o.name).ok())
+        .into_iter()
+        .map(|o| o.name)
         .collect();
+    let records = repo.index_records()?.records;
+    let index = Arc::new(repo.index_of(records.iter().filter(|r| stored.contains(&r.id.to_hex()))));
+    drop(records);
     let reader = BlobReader::new(repo, index.clone());
     let mut out = RepairSnapshotsResults {
         dry_run: opts.dry_run,
@@ -90,7 +94,6 @@ pub fn repair_snapshots(
         repo,
         reader: &reader,
         index: &index,
-        stored: &stored,
         trees: &trees,
         store: !opts.dry_run && !opts.forget,
         written: HashSet::new(),
@@ -133,7 +136,12 @@ pub fn repair_snapshots(
                 d.replaced_by = Some(repo.write_snapshot(&snap)?);
             }
             if opts.forget || d.replaced_by.is_some() {
-                repo.backend().delete(FileType::Snapshot, &id.to_hex())?;
+                match repo.backend().delete(FileType::Snapshot, &id.to_hex()) {
+                    // Forgotten meanwhile by another process: as good.
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
                 d.forgotten = d.replaced_by.is_none();
             }
         }
@@ -147,7 +155,6 @@ struct Rewrite<'a> {
     repo: &'a Repository,
     reader: &'a BlobReader,
     index: &'a Arc<Index>,
-    stored: &'a HashSet<PackId>,
     trees: &'a Arc<Packer>,
     /// Whether rewritten trees are stored (not in a dry run).
     store: bool,
@@ -156,12 +163,9 @@ struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
-    /// Whether a blob can be read: indexed, in a pack storage holds.
+    /// Whether a blob can be read: the index holds only packs in storage.
     fn present(&self, id: &BlobId) -> bool {
-        self.index.get(id).is_some_and(|l| {
-            self.stored
-                .contains(&self.index.pack(self.index.frame(l.frame).pack).id)
-        })
+        self.index.contains(id)
     }
 
     /// The tree `id` without what is lost (`None`: nothing was), adding

@@ -96,6 +96,24 @@ impl Repository {
         .hint("try again"))
     }
 
+    /// An index of `records` as readers resolve it: records that may be
+    /// reused first, so that a blob stored both in such a pack and in a
+    /// marked one is found in the former.
+    pub fn index_of<'a>(&self, records: impl IntoIterator<Item = &'a IndexPack>) -> Index {
+        let mut index = Index::spilling(self.spill_dir());
+        let mut rest = Vec::new();
+        for r in records {
+            if r.reusable() {
+                index.add_pack(r);
+            } else {
+                rest.push(r);
+            }
+        }
+        rest.into_iter().for_each(|r| index.add_pack(r));
+        index.finish();
+        index
+    }
+
     /// Loads every index file (in parallel) into one in-memory index.
     ///
     /// A damaged index file does not stop a restore whose blobs other files

@@ -81,14 +81,32 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// This process's PID namespace (`pid:[4026531836]`): two containers may
+/// share a host name, but only processes of one namespace see each other's
+/// pids.
+pub fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 impl LockFile {
-    /// Whether this lock no longer counts at `now` (Unix seconds).
+    /// Whether this lock no longer counts at `now` (Unix seconds): too old,
+    /// or held by a process that this one can see is gone (same host name
+    /// and PID namespace, no such pid).
     pub fn is_stale_at(&self, now: i64) -> bool {
-        let age = now - self.refreshed;
-        if age > STALE_AFTER.as_secs().cast_signed() {
-            return true;
-        }
-        self.hostname == hostname() && !process_alive(self.pid)
+        self.is_stale_by_age(now)
+            || (self.hostname == hostname()
+                && self
+                    .pid_namespace
+                    .as_deref()
+                    .is_none_or(|ns| Some(ns) == pid_namespace().as_deref())
+                && !process_alive(self.pid))
+    }
+
+    /// Whether this lock is older than [`STALE_AFTER`] at `now`.
+    pub fn is_stale_by_age(&self, now: i64) -> bool {
+        now - self.refreshed > STALE_AFTER.as_secs().cast_signed()
     }
 }
 
@@ -233,6 +251,7 @@ impl Repository {
             refreshed,
             command: command.into(),
             started: Some(started),
+            pid_namespace: pid_namespace(),
         };
         let id = self.write_doc(
             FileType::Lock,
@@ -247,6 +266,21 @@ impl Repository {
     /// absence); a new lock is written, then the old one removed.
     fn refresh_lock(&self, state: &LockState, exclusive: bool, command: &str) -> Result<()> {
         let mut name = state.name.lock().unwrap();
+        // A holder that went unrefreshed for LOST_AFTER (its host was
+        // suspended, the process stopped) has lost the lock even if the
+        // lock is still in storage: others may have judged it stale
+        // meanwhile and acted on its absence, so it is not written again.
+        let since = self.clock().now().as_second() - state.refreshed.load(Ordering::SeqCst);
+        if since >= LOST_AFTER.as_secs().cast_signed() {
+            let cause = state.last_error.lock().unwrap().clone().unwrap_or_else(|| {
+                "no refresh ran: was this process stopped, or its host suspended?".into()
+            });
+            *state.lost.lock().unwrap() = Some(format!(
+                "it could not be refreshed for {} minutes ({cause})",
+                since / 60
+            ));
+            return Ok(());
+        }
         if !self.backend().exists(FileType::Lock, &name)? {
             *state.lost.lock().unwrap() =
                 Some("it was removed from storage by another process".into());
@@ -313,7 +347,8 @@ impl Repository {
                 match repo.refresh_lock(&shared, exclusive, &cmd) {
                     Ok(()) if shared.lost.lock().unwrap().is_some() => {
                         tracing::error!(
-                            "the repository lock of `{cmd}` was removed by another process"
+                            "the repository lock of `{cmd}` is lost: {}",
+                            shared.lost.lock().unwrap().clone().unwrap_or_default()
                         );
                         return;
                     }
@@ -375,8 +410,10 @@ impl Repository {
             .readable
             .iter()
             .all(|(n, l)| *n == ours || l.is_stale_at(now));
-        // A margin for file times that come from a file server's clock.
-        let cutoff = if alone {
+        // A margin for file times that come from a file server's clock; a
+        // remote store's times come from its own clock, which may be
+        // behind ours by minutes, so there only the stale age counts.
+        let cutoff = if alone && self.backend().is_local() {
             held.taken - Duration::from_secs(2)
         } else {
             self.clock().system_time() - STALE_AFTER

@@ -154,11 +154,19 @@ pub fn run(g: &GlobalOptions, a: &ForgetArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let r = forget::forget(&repo, &opts)?;
     let pruned = if a.prune {
-        Some(super::prune::run_prune(
-            g,
-            &repo,
-            &a.prune_args.options(a.dry_run),
-        )?)
+        let mut opts = a.prune_args.options(a.dry_run);
+        if a.dry_run {
+            // Nothing was removed: the prune counts what the forget would
+            // remove as gone.
+            opts.assume_forgotten = r
+                .groups
+                .iter()
+                .flat_map(|g| &g.snapshots)
+                .filter(|d| !d.keep)
+                .map(|d| d.id)
+                .collect();
+        }
+        Some(super::prune::run_prune(g, &repo, &opts)?)
     } else {
         None
     };

@@ -79,6 +79,7 @@ impl PruneArgs {
                 self.max_repack_size
             },
             dry_run,
+            assume_forgotten: Vec::new(),
         }
     }
 }

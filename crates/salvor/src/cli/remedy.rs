@@ -42,8 +42,8 @@ pub fn say(r: Remedy) -> &'static str {
         Remedy::ChooseCache => "pass --cache-dir DIR, or --no-cache",
         Remedy::MoreCacheSpace => "free space there, or pass --cache-dir on a larger file system",
         Remedy::RepairBeforePrune => {
-            "run `salvor check` and repair what it finds (`salvor repair index`, or `salvor \
-             forget` of the snapshots that lost data), then prune again"
+            "run `salvor check` and repair what it finds (`salvor repair index`, `salvor repair \
+             packs`, `salvor repair snapshots`), then prune again"
         }
     }
 }
