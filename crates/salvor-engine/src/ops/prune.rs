@@ -227,7 +227,12 @@ pub fn prune_with(
         used: SpillSet::new(Some(repo.spill_dir())),
         scanned: HashSet::new(),
     };
-    let pending = pass(repo, &lock, opts, &mut scan, &mut results, progress, true)?;
+    let ctx = Ctx {
+        repo,
+        lock: &lock,
+        progress,
+    };
+    let (pending, after) = pass(&ctx, opts, &mut scan, &mut results, true, None)?;
     let sweep_now = match pending {
         Some(newest) if !opts.dry_run && !exclusive => ready(&live_foreign(repo, &lock)?, newest),
         _ => false,
@@ -239,15 +244,20 @@ pub fn prune_with(
             max_repack_bytes: Some(0),
             ..opts.clone()
         };
-        pass(
-            repo,
-            &lock,
-            &again,
-            &mut scan,
-            &mut results,
-            progress,
-            false,
-        )?;
+        // Unless a snapshot appeared meanwhile (then everything is read
+        // again), the second pass starts from what the first wrote:
+        // locks listed first, then the snapshots.
+        let reuse = match after {
+            Some(mut state) => {
+                state.holders = live_foreign(repo, &lock)?;
+                let (snapshots, errors) = repo.snapshots_lenient()?;
+                let unseen = errors.iter().any(|e| e.kind() != ErrorKind::NotFound)
+                    || snapshots.iter().any(|(id, _)| !scan.scanned.contains(id));
+                (!unseen).then_some(state)
+            }
+            None => None,
+        };
+        pass(&ctx, &again, &mut scan, &mut results, false, reuse)?;
     }
     if !opts.dry_run {
         results.temporaries_removed = repo.remove_dead_temporaries(&lock)?;
@@ -459,15 +469,26 @@ enum Fate {
 
 /// One pass: load, scan, decide, act. Returns the newest mark it leaves,
 /// if it leaves any.
+/// What every step of a prune works with.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    lock: &'a LockGuard,
+    progress: &'a PruneProgress,
+}
+
 fn pass(
-    repo: &Repository,
-    lock: &LockGuard,
+    ctx: &Ctx<'_>,
     opts: &PruneOptions,
     scan: &mut Scan,
     results: &mut PruneResults,
-    progress: &PruneProgress,
     first: bool,
-) -> Result<Option<i64>> {
+    reuse: Option<Loaded>,
+) -> Result<(Option<i64>, Option<Loaded>)> {
+    let Ctx {
+        repo,
+        lock,
+        progress,
+    } = *ctx;
     let exclusive = results.exclusive;
     let Loaded {
         records,
@@ -475,7 +496,10 @@ fn pass(
         holders,
         index,
         used,
-    } = load(repo, lock, opts, scan, results, progress, first)?;
+    } = match reuse {
+        Some(state) => state,
+        None => load(repo, lock, opts, scan, results, progress, first)?,
+    };
 
     let mut fates = decide(&records, &index, &used, &holders, exclusive, opts);
     let marked_total = |fates: &[Fate], records: &[IndexPack]| {
@@ -510,7 +534,7 @@ fn pass(
             results.bytes_pending = b;
             results.holders = holders.iter().map(holder).collect();
         }
-        return Ok(None);
+        return Ok((None, None));
     }
 
     repo.cancel().check()?;
@@ -530,9 +554,9 @@ fn pass(
             }
         }
         progress.step("writing the index", 0);
-        let newest = rewrite_index(repo, lock, &records, &fates, &files, results)?;
+        let rewritten = rewrite_index(repo, lock, &records, &fates, &files, results)?;
         delete_packs(repo, lock, &records, &fates, results, progress)?;
-        newest
+        rewritten
     } else {
         // Deleted before the index stops naming them: a backup that finds
         // a pack no index names adopts it, and must never adopt one that
@@ -549,7 +573,19 @@ fn pass(
     } else {
         Vec::new()
     };
-    Ok(newest)
+    // What a second pass may start from instead of reading everything
+    // again: the records as now written, and this pass's use of each pack.
+    // Valid only without a repack (it moved blobs to packs this index does
+    // not hold); a blob moves only away from marked packs otherwise, so a
+    // pack this pass found unused is still unused.
+    let after = (repacked == 0).then(|| Loaded {
+        records: newest.records,
+        files: newest.files,
+        holders: Vec::new(),
+        index,
+        used,
+    });
+    Ok((newest.newest, after))
 }
 
 fn holder(l: &LockFile) -> Holder {
@@ -831,7 +867,7 @@ fn rewrite_index(
     fates: &[Fate],
     old: &[String],
     results: &mut PruneResults,
-) -> Result<Option<i64>> {
+) -> Result<Rewritten> {
     lock.verify()?;
     let mut kept: Vec<(&IndexPack, Fate)> = records
         .iter()
@@ -844,6 +880,7 @@ fn rewrite_index(
     let mut written: HashSet<String> = HashSet::new();
     // Files holding marks made now, with their records.
     let mut fresh: Vec<(String, Vec<IndexPack>)> = Vec::new();
+    let mut out = Rewritten::default();
     let mut newest = None;
     for chunk in kept.chunks(PACKS_PER_FILE) {
         repo.cancel().check()?;
@@ -880,32 +917,53 @@ fn rewrite_index(
         results.index_files_written += 1;
         if stamped {
             fresh.push((name, file.packs));
+        } else {
+            out.files.push(name);
+            out.records.extend(file.packs);
         }
     }
     remove_index_files(repo, old.iter().filter(|n| !written.contains(*n)), results)?;
     let now = repo.clock().now().as_second();
     if !fresh.is_empty() && now - first_stamp > RESTAMP_AFTER.as_secs().cast_signed() {
         lock.verify()?;
-        for (name, mut packs) in fresh {
+        for (name, mut packs) in std::mem::take(&mut fresh) {
             for p in &mut packs {
                 if p.delete_mark().is_some_and(|m| m >= first_stamp) {
                     p.set_delete_mark(now);
                 }
             }
             newest = newest.max(Some(now));
-            let new = repo
-                .write_index(&IndexFile {
-                    packs,
-                    ..IndexFile::default()
-                })?
-                .to_hex();
+            let again = IndexFile {
+                packs,
+                ..IndexFile::default()
+            };
+            let new = repo.write_index(&again)?.to_hex();
+            let packs = again.packs;
             results.index_files_written += 1;
             if new != name {
                 remove_index_files(repo, std::iter::once(&name), results)?;
             }
+            out.files.push(new);
+            out.records.extend(packs);
         }
     }
-    Ok(newest)
+    for (name, packs) in fresh {
+        out.files.push(name);
+        out.records.extend(packs);
+    }
+    out.newest = newest;
+    Ok(out)
+}
+
+/// The index as a rewrite left it.
+#[derive(Default)]
+struct Rewritten {
+    /// The newest delete mark it holds.
+    newest: Option<i64>,
+    /// The files written.
+    files: Vec<String>,
+    /// Their records.
+    records: Vec<IndexPack>,
 }
 
 /// Removes index files (gone already is fine).
