@@ -106,23 +106,40 @@ impl IndexPack {
 /// index records (compaction, `repair index`, prune) merges this way, so
 /// that no rewrite brings an old mark back.
 pub fn merge_records(records: impl IntoIterator<Item = IndexPack>) -> Vec<IndexPack> {
-    let mut out: Vec<IndexPack> = Vec::new();
-    let mut at: std::collections::HashMap<PackId, usize> = std::collections::HashMap::new();
-    for r in records {
-        match at.get(&r.id) {
+    let mut m = RecordMerger::default();
+    records.into_iter().for_each(|r| m.push(r));
+    m.finish()
+}
+
+/// [`merge_records`] one record at a time, so that a reader of many index
+/// files holds the merged records and one batch of files, not both whole.
+#[derive(Default)]
+pub struct RecordMerger {
+    out: Vec<IndexPack>,
+    at: std::collections::HashMap<PackId, usize>,
+}
+
+impl RecordMerger {
+    /// Adds a record.
+    pub fn push(&mut self, r: IndexPack) {
+        match self.at.get(&r.id) {
             None => {
-                at.insert(r.id, out.len());
-                out.push(r);
+                self.at.insert(r.id, self.out.len());
+                self.out.push(r);
             }
             Some(&i) => {
-                let (old, new) = (out[i].delete_mark(), r.delete_mark());
+                let (old, new) = (self.out[i].delete_mark(), r.delete_mark());
                 if old.is_some() && (new.is_none() || new > old) {
-                    out[i] = r;
+                    self.out[i] = r;
                 }
             }
         }
     }
-    out
+
+    /// The merged records, in the order first seen.
+    pub fn finish(self) -> Vec<IndexPack> {
+        self.out
+    }
 }
 
 /// An index file.

@@ -41,7 +41,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LockFile;
 use crate::format::pack::BlobKind;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::Index;
 use crate::pack::{Packer, Uploader};
 use crate::repo::lock::LockGuard;
@@ -544,28 +544,37 @@ fn pass(
         results.bytes_repack_written +=
             repack(repo, &index, &records, &fates, &scan.used, progress)?;
     }
-    let newest = if exclusive {
-        // Nothing else runs: repacked packs go at once, and the index is
-        // rewritten before the deletions, so a crash leaves unindexed
-        // packs (deleted by the next prune), never an index naming a gap.
+    if exclusive {
+        // Nothing else runs: repacked packs go at once.
         for f in &mut fates {
             if *f == Fate::Repack {
                 *f = Fate::Delete;
             }
         }
+    }
+    let doomed: Vec<(PackId, u64)> = records
+        .iter()
+        .zip(&fates)
+        .filter(|(_, f)| **f == Fate::Delete)
+        .map(|(r, _)| (r.id, r.size))
+        .collect();
+    let (n, b) = marked_total(&fates, &records);
+    let newest = if exclusive {
+        // The index is rewritten before the deletions, so a crash leaves
+        // unindexed packs (deleted by the next prune), never an index
+        // naming a gap.
         progress.step("writing the index", 0);
-        let rewritten = rewrite_index(repo, lock, &records, &fates, &files, results)?;
-        delete_packs(repo, lock, &records, &fates, results, progress)?;
+        let rewritten = rewrite_index(repo, lock, records, &fates, &files, results)?;
+        delete_packs(repo, lock, &doomed, results, progress)?;
         rewritten
     } else {
         // Deleted before the index stops naming them: a backup that finds
         // a pack no index names adopts it, and must never adopt one that
         // is about to go.
-        delete_packs(repo, lock, &records, &fates, results, progress)?;
+        delete_packs(repo, lock, &doomed, results, progress)?;
         progress.step("writing the index", 0);
-        rewrite_index(repo, lock, &records, &fates, &files, results)?
+        rewrite_index(repo, lock, records, &fates, &files, results)?
     };
-    let (n, b) = marked_total(&fates, &records);
     results.packs_pending = n;
     results.bytes_pending = b;
     results.holders = if n > 0 {
@@ -802,31 +811,24 @@ fn repack(
 fn delete_packs(
     repo: &Repository,
     lock: &LockGuard,
-    records: &[IndexPack],
-    fates: &[Fate],
+    doomed: &[(PackId, u64)],
     results: &mut PruneResults,
     progress: &PruneProgress,
 ) -> Result<()> {
-    let doomed: Vec<&IndexPack> = records
-        .iter()
-        .zip(fates)
-        .filter(|(_, f)| **f == Fate::Delete)
-        .map(|(r, _)| r)
-        .collect();
     if doomed.is_empty() {
         return Ok(());
     }
     lock.verify()?;
-    progress.step("deleting", doomed.iter().map(|r| r.size).sum());
+    progress.step("deleting", doomed.iter().map(|(_, size)| size).sum());
     let gone = crate::backend::with_reader_pool(repo.backend(), || {
         Ok(doomed
             .par_iter()
-            .map(|r| {
+            .map(|&(id, size)| {
                 repo.cancel().check()?;
-                let done = repo.backend().delete(FileType::Pack, &r.id.to_hex());
-                progress.add(r.size);
+                let done = repo.backend().delete(FileType::Pack, &id.to_hex());
+                progress.add(size);
                 match done {
-                    Ok(()) => Ok(Some(r.size)),
+                    Ok(()) => Ok(Some(size)),
                     // Deleted already (an earlier prune that was stopped).
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(e),
@@ -863,14 +865,15 @@ fn delete_packs(
 fn rewrite_index(
     repo: &Repository,
     lock: &LockGuard,
-    records: &[IndexPack],
+    records: Vec<IndexPack>,
     fates: &[Fate],
     old: &[String],
     results: &mut PruneResults,
 ) -> Result<Rewritten> {
     lock.verify()?;
-    let mut kept: Vec<(&IndexPack, Fate)> = records
-        .iter()
+    // Moved, not copied: the records are the largest thing a prune holds.
+    let mut kept: Vec<(IndexPack, Fate)> = records
+        .into_iter()
         .zip(fates.iter().copied())
         .filter(|(_, f)| *f != Fate::Delete)
         .collect();
@@ -882,15 +885,16 @@ fn rewrite_index(
     let mut fresh: Vec<(String, Vec<IndexPack>)> = Vec::new();
     let mut out = Rewritten::default();
     let mut newest = None;
-    for chunk in kept.chunks(PACKS_PER_FILE) {
+    let mut kept = kept.into_iter().peekable();
+    while kept.peek().is_some() {
+        let chunk: Vec<(IndexPack, Fate)> = kept.by_ref().take(PACKS_PER_FILE).collect();
         repo.cancel().check()?;
         lock.check()?;
         let now = repo.clock().now().as_second();
         let mut stamped = false;
         let packs: Vec<IndexPack> = chunk
-            .iter()
-            .map(|(r, f)| {
-                let mut r = (*r).clone();
+            .into_iter()
+            .map(|(mut r, f)| {
                 match f {
                     Fate::Rescue => r.clear_delete_mark(),
                     Fate::Repack => {

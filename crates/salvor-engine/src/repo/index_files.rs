@@ -62,29 +62,32 @@ impl Repository {
                 .into_iter()
                 .map(|o| o.name)
                 .collect();
-            let read: Vec<(&String, Result<IndexFile>)> = files
-                .par_iter()
-                .map(|n| (n, self.read_index_file(n)))
-                .collect();
-            let mut records = Vec::new();
+            let mut merged = crate::format::index::RecordMerger::default();
             let mut vanished = false;
-            for (name, file) in read {
-                match file {
-                    Ok(f) => records.extend(f.packs),
-                    Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
-                    Err(e) if e.kind() == ErrorKind::Corrupt => {
-                        return Err(crate::Error::corrupt(format!(
-                            "index file {name} cannot be read ({})",
-                            e.without_hint()
-                        ))
-                        .remedy(crate::Remedy::RepairIndex));
+            // A few files at a time: decoded files are larger than records.
+            for batch in files.chunks(2 * rayon::current_num_threads().max(1)) {
+                let read: Vec<(&String, Result<IndexFile>)> = batch
+                    .par_iter()
+                    .map(|n| (n, self.read_index_file(n)))
+                    .collect();
+                for (name, file) in read {
+                    match file {
+                        Ok(f) => f.packs.into_iter().for_each(|p| merged.push(p)),
+                        Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
+                        Err(e) if e.kind() == ErrorKind::Corrupt => {
+                            return Err(crate::Error::corrupt(format!(
+                                "index file {name} cannot be read ({})",
+                                e.without_hint()
+                            ))
+                            .remedy(crate::Remedy::RepairIndex));
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
             }
             if !vanished {
                 return Ok(IndexRecords {
-                    records: crate::format::index::merge_records(records),
+                    records: merged.finish(),
                     files,
                 });
             }
