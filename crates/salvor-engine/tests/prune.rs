@@ -8,34 +8,17 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use salvor_engine::backend::fault::FaultyBackend;
-use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backend::{Backend, FileType};
 use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions, backup_stream};
-use salvor_engine::clock::ManualClock;
 use salvor_engine::id::SnapshotId;
 use salvor_engine::ops::prune::{MARK_MARGIN, PruneOptions, PruneResults, prune};
 use salvor_engine::repo::BlobReader;
 use salvor_engine::{ErrorKind, Remedy, Repository};
 
-type Faulty = Arc<FaultyBackend<OpendalBackend>>;
-
-fn init(dir: &Path, version: u8) -> (Faulty, Repository, Arc<ManualClock>) {
-    let mut opts = common::init_options();
-    opts.config.version = version;
-    let backend: Faulty = Arc::new(FaultyBackend::new(
-        OpendalBackend::from_url(dir.to_str().unwrap()).unwrap(),
-    ));
-    let clock = ManualClock::starting_now();
-    let repo = Repository::init(Box::new(backend.clone()), b"pw", &opts)
-        .unwrap()
-        .with_clock(clock.clone());
-    (backend, repo, clock)
-}
+use common::faulty_repo as init;
 
 /// `n` bytes that do not compress, different for each `seed`.
 fn noise(seed: u8, n: usize) -> Vec<u8> {
@@ -400,5 +383,42 @@ fn a_backup_paused_past_the_stale_age_loses_its_lock_and_records_nothing() {
     let e = paused.commit().expect_err("a snapshot over deleted data");
     assert_eq!(e.kind(), ErrorKind::LockLost, "{e}");
     assert!(repo.snapshots().unwrap().is_empty());
+    common::assert_clean(&repo);
+}
+
+#[test]
+fn a_slow_rewrite_stamps_its_marks_again_once_the_old_files_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, repo, clock) = init(dir.path(), 2);
+    let gone = backup(&repo, &noise(19, 600_000));
+    backup(&repo, &noise(20, 600_000));
+    forget(&repo, &gone);
+    // A backup holds the sweep back, so the marks stay to be read. Every
+    // request takes 250 ms while the repository's clock runs 200 times as
+    // fast: each index file written or removed takes 50 s of it, so the
+    // rewrite outlasts the minute after which marks are stamped again.
+    let _running = begin(&repo);
+    b.delay_requests(Duration::from_millis(250));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (clock, stop) = (clock.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                clock.advance(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let r = run(&repo);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    b.delay_requests(Duration::ZERO);
+    assert!(r.packs_pending > 0, "{r:?}");
+    let files = b.list(FileType::Index).unwrap().len() as u64;
+    assert!(
+        r.index_files_written > files,
+        "no file was written again: {} written, {files} left",
+        r.index_files_written
+    );
     common::assert_clean(&repo);
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use salvor_engine::backend::fault::FaultyBackend;
 use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::backend::{Backend, FileType};
 use salvor_engine::backup::{BackupProgress, StreamBackup, StreamOptions, backup_stream};
@@ -22,18 +21,8 @@ use salvor_engine::repo::BlobReader;
 use salvor_engine::repo::lock::{LOST_AFTER, REFRESH_EVERY, STALE_AFTER};
 use salvor_engine::{ErrorKind, Repository};
 
-type Faulty = Arc<FaultyBackend<OpendalBackend>>;
-
-fn init(dir: &Path) -> (Faulty, Repository, Arc<ManualClock>) {
-    let opts = common::init_options();
-    let backend: Faulty = Arc::new(FaultyBackend::new(
-        OpendalBackend::from_url(dir.to_str().unwrap()).unwrap(),
-    ));
-    let clock = ManualClock::starting_now();
-    let repo = Repository::init(Box::new(backend.clone()), b"pw", &opts)
-        .unwrap()
-        .with_clock(clock.clone());
-    (backend, repo, clock)
+fn init(dir: &Path) -> (common::Faulty, Repository, Arc<ManualClock>) {
+    common::faulty_repo(dir, salvor_engine::format::FORMAT_VERSION)
 }
 
 /// Another handle on the same storage with its own clock: a second host.

@@ -9,12 +9,7 @@ use common::world::*;
 use serde_json::Value;
 
 fn snapshot_ids(w: &World) -> Vec<String> {
-    w.json(&[&"snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
+    w.snapshot_ids()
 }
 
 #[test]

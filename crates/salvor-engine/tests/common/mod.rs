@@ -3,8 +3,14 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::sync::Arc;
+
 use salvor_engine::Repository;
+use salvor_engine::backend::fault::FaultyBackend;
+use salvor_engine::backend::opendal::OpendalBackend;
 use salvor_engine::check::{CheckOptions, CheckProgress, CheckResults, Subset, check};
+use salvor_engine::clock::ManualClock;
 use salvor_engine::crypto::KdfParams;
 use salvor_engine::format::config::RepoConfig;
 use salvor_engine::repo::InitOptions;
@@ -38,4 +44,22 @@ pub fn check_data(repo: &Repository) -> CheckResults {
 pub fn assert_clean(repo: &Repository) {
     let r = check_data(repo);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
+
+/// A local backend that injects failures on request.
+pub type Faulty = Arc<FaultyBackend<OpendalBackend>>;
+
+/// A repository of format `version` at `dir` behind a [`Faulty`] backend,
+/// on a clock the test moves.
+pub fn faulty_repo(dir: &Path, version: u8) -> (Faulty, Repository, Arc<ManualClock>) {
+    let mut opts = init_options();
+    opts.config.version = version;
+    let backend: Faulty = Arc::new(FaultyBackend::new(
+        OpendalBackend::from_url(dir.to_str().unwrap()).unwrap(),
+    ));
+    let clock = ManualClock::starting_now();
+    let repo = Repository::init(Box::new(backend.clone()), b"pw", &opts)
+        .unwrap()
+        .with_clock(clock.clone());
+    (backend, repo, clock)
 }

@@ -190,6 +190,16 @@ impl World {
         Repository::open(backend, PASSWORD.as_bytes()).expect("open through the engine")
     }
 
+    /// The ids of the repository's snapshots, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.json(&[&"snapshots"])
+            .as_array()
+            .expect("snapshots --json is a list")
+            .iter()
+            .map(|s| s["id"].as_str().expect("an id").to_string())
+            .collect()
+    }
+
     /// `backup PATH --json`, asserting exit 0; returns the summary document.
     pub fn backup(&self, src: &Path) -> Value {
         self.json(&[&"backup", &src])
